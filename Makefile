@@ -1,0 +1,40 @@
+# hookline — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+# End-to-end tests mostly wait on the broker and the database: run more of them than cores.
+TEST_THREADS ?= 6
+
+.PHONY: run test lint services build build-release bench demo clean-dev
+
+## run: ensure PostgreSQL and RabbitMQ, migrate, create a demo source, start the ingress
+run: services build
+	@bash deploy/dev/run.sh
+
+## test: formatting, lints, then every unit and end-to-end test against real services
+test: lint
+	$(CARGO) build --workspace --bins
+	$(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS)
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+services:
+	@bash deploy/dev/services.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+build-release:
+	$(CARGO) build --release --workspace --bins
+
+## bench: load generator against the real ingress, broker and database (release build)
+bench: services build-release
+	@bash deploy/dev/bench.sh
+
+## demo: send a signed webhook to the demo source started by `make run`
+demo:
+	@bash deploy/dev/send-demo-webhook.sh
+
+clean-dev:
+	rm -rf .hookline

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make run`: migrate, declare the topology, create a demo GitHub source, start a worker and the
+# ingress. Ctrl-C stops both.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+export HOOKLINE_WORKER_ADDR="${HOOKLINE_WORKER_ADDR:-127.0.0.1:9090}"
+export HOOKLINE_ROUTES="${HOOKLINE_ROUTES:-$root/deploy/dev/routes.toml}"
+export HOOKLINE_DEMO_DESTINATION_SECRET="whsec_ZGVtby1kZXN0aW5hdGlvbi1zZWNyZXQ="
+
+ensure_database
+"$bin/hookline-worker" migrate
+"$bin/hookline-worker" topology declare
+# Demo sources with well-known secrets (deploy/dev/send-demo-webhook.sh signs with them).
+demo_source() { # id provider secret
+  if ! "$bin/hookline-worker" sources show "$1" >/dev/null 2>&1; then
+    HOOKLINE_DEMO_SECRET="$3" "$bin/hookline-worker" sources add \
+      --provider "$2" --tenant demo --id "$1" --secret-env HOOKLINE_DEMO_SECRET >/dev/null
+    echo "created source $1 (provider $2)"
+  fi
+}
+demo_source demo-github github "demo-secret"
+demo_source demo-stripe stripe "whsec_demo_stripe_secret"
+demo_source demo-sw standard-webhooks "whsec_ZGVtby1zdGFuZGFyZC13ZWJob29rcy1zZWNyZXQ="
+
+"$bin/hookline-worker" run > "$root/.hookline/worker.log" 2>&1 &
+worker=$!
+trap 'kill -TERM $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT
+
+cat <<MSG
+
+hookline-ingress is starting on http://$HOOKLINE_INGRESS_ADDR, a worker on http://$HOOKLINE_WORKER_ADDR
+  (worker log: .hookline/worker.log, routes: ${HOOKLINE_ROUTES#$root/})
+  send signed test webhooks:    make demo        (in another terminal)
+  health / metrics:             curl http://$HOOKLINE_INGRESS_ADDR/readyz ; curl http://$HOOKLINE_WORKER_ADDR/metrics
+  operator CLI:                 set -a; . .hookline/dev.env; set +a; target/debug/hookline-worker dlq list
+Stop with Ctrl-C.
+
+MSG
+"$bin/hookline-ingress"

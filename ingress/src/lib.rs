@@ -1,0 +1,153 @@
+//! hookline-ingress: receives webhooks, proves them genuine, drops duplicates and publishes them
+//! durably to RabbitMQ.
+//!
+//! - [`webhook`]: the `POST /webhooks/{source_id}` pipeline.
+//! - [`sources`]: the refreshed source cache with its negative cache.
+//! - [`dedup`]: claim coordination on top of the batched claim store.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`error`]: the HTTP error type and its stable codes.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use hookline_shared::amqp::{Broker, BrokerOptions};
+use hookline_shared::config::Settings;
+use hookline_shared::db::{self, claims::ClaimStore};
+use hookline_shared::metrics::IngressMetrics;
+use hookline_shared::source::SourceRepo;
+use hookline_shared::topology::Topology;
+use tokio_util::sync::CancellationToken;
+
+pub mod dedup;
+pub mod error;
+pub mod health;
+pub mod sources;
+pub mod state;
+pub mod webhook;
+
+use sources::{Defaults, SourceCache};
+use state::AppState;
+
+/// A built ingress: listening, background tasks running, serving once awaited.
+pub struct Application {
+    port: u16,
+    addr: std::net::SocketAddr,
+    server: Server,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects to the database (which must be migrated), starts the broker supervisor, the
+    /// source cache and the claim batcher, and binds `settings.ingress_addr` (port 0: any free).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let key = settings.secret_key()?;
+        let pool = db::pool(&settings.database_url, settings.database_pool_size)?;
+        let pending = db::pending_migrations(&pool).await.with_context(|| {
+            format!("cannot reach the database at {}", db::redact_url(&settings.database_url))
+        })?;
+        if !pending.is_empty() {
+            anyhow::bail!(
+                "the database is not migrated ({} pending); run `hookline-worker migrate` first",
+                pending.len()
+            );
+        }
+        let shutdown = CancellationToken::new();
+        let metrics = IngressMetrics::new();
+
+        let broker = Broker::start(
+            BrokerOptions {
+                url: settings.amqp_url.clone(),
+                connection_name: format!("hookline-ingress@{}", hostname()),
+                publisher_channels: settings.publisher_channels,
+                publish_timeout: settings.publish_timeout,
+                topology: Topology::from_settings(&settings),
+            },
+            shutdown.clone(),
+        );
+
+        let sources = Arc::new(SourceCache::new(
+            SourceRepo::new(pool.clone(), key),
+            Defaults { dedup_window: settings.dedup_window, max_body_bytes: settings.max_body_bytes },
+            settings.negative_cache,
+        ));
+        if let Err(e) = sources.refresh().await {
+            tracing::warn!(error = %e, "initial source load failed; sources load on demand");
+        }
+        let gauge = metrics.sources_cached.clone();
+        tokio::spawn(sources.clone().run_refresh(settings.source_refresh, shutdown.clone(), move |n| {
+            gauge.set(n as i64)
+        }));
+
+        let batch_metric = metrics.claim_batch_size.clone();
+        let claims = ClaimStore::start(
+            pool.clone(),
+            settings.claim_batch_wait,
+            settings.claim_stale_after,
+            Arc::new(move |op, n| batch_metric.with_label_values(&[op]).observe(n as f64)),
+        );
+        tokio::spawn(purge_expired_claims(claims.clone(), shutdown.clone()));
+        // Wait on another request's claim at most as long as its publish may take, plus margin.
+        let dedup = dedup::Dedup::new(claims, settings.publish_timeout + Duration::from_secs(1));
+
+        let state = web::Data::new(AppState {
+            sources,
+            dedup,
+            broker,
+            pool,
+            metrics,
+            retry_after: settings.retry_after,
+        });
+
+        let listener = TcpListener::bind(&settings.ingress_addr)
+            .with_context(|| format!("HOOKLINE_INGRESS_ADDR `{}` cannot be bound", settings.ingress_addr))?;
+        let addr = listener.local_addr()?;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(webhook::configure)
+                .configure(health::configure)
+        })
+        .listen(listener)?
+        .shutdown_timeout(10)
+        .run();
+        Ok(Self { port: addr.port(), addr, server, shutdown })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM: in-flight requests finish first), then
+    /// stops the background tasks and closes the broker connection.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.shutdown.cancel();
+        result
+    }
+}
+
+async fn purge_expired_claims(claims: ClaimStore, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => match claims.purge_expired(10_000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(purged = n, "expired dedup claims purged"),
+                Err(e) => tracing::warn!(error = %e, "purging expired claims failed"),
+            },
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into())
+}

@@ -1,0 +1,38 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Receives webhooks, verifies them, drops duplicates and queues them on RabbitMQ.
+#[derive(Parser)]
+#[command(name = "hookline-ingress", version)]
+struct Args {
+    /// TOML file with settings (environment variables `HOOKLINE_*` override it).
+    #[arg(long, env = "HOOKLINE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    hookline_shared::telemetry::init();
+    let settings = match hookline_shared::config::Settings::load(args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let app = match hookline_ingress::Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => return fail(&e),
+    };
+    tracing::info!(addr = %app.addr(), "hookline-ingress listening");
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Prints the error chain on stderr (no stack trace) and exits non-zero.
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("hookline-ingress: {e:#}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,27 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookline_shared::amqp::Broker;
+use hookline_shared::db::PgPool;
+use hookline_shared::metrics::IngressMetrics;
+
+use crate::dedup::Dedup;
+use crate::error::ApiError;
+use crate::sources::SourceCache;
+
+pub struct AppState {
+    pub sources: Arc<SourceCache>,
+    pub dedup: Arc<Dedup>,
+    pub broker: Broker,
+    pub pool: PgPool,
+    pub metrics: IngressMetrics,
+    pub retry_after: Duration,
+}
+
+impl AppState {
+    pub fn unavailable(&self, reason: &'static str) -> ApiError {
+        ApiError::Unavailable { reason, retry_after: self.retry_after }
+    }
+}

@@ -1,0 +1,231 @@
+//! `POST /webhooks/{source_id}`: look up the source, read the body within its limit, answer
+//! handshakes, verify, deduplicate, publish with a confirm, answer. Only a [`VerifiedWebhook`] can
+//! be published, and only this module can make one.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures::StreamExt;
+use hookline_shared::envelope::Envelope;
+use hookline_shared::ids::{EventId, SourceId};
+use hookline_shared::providers::{Disposition, Headers, RawRequest, Verified, body_hash_key};
+use hookline_shared::topology::{INGRESS_EXCHANGE, WORK_ROUTING_KEY};
+
+use crate::dedup::{Decision, DedupError};
+use crate::error::ApiError;
+use crate::sources::{CachedSource, Lookup};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/webhooks/{source_id}").route(web::post().to(receive)));
+}
+
+/// A request whose signature checked out; the only thing the publisher accepts.
+struct VerifiedWebhook {
+    source: Arc<CachedSource>,
+    headers: Headers,
+    body: web::Bytes,
+    verified: Verified,
+    received_at: chrono::DateTime<chrono::Utc>,
+}
+
+async fn receive(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (source_label, provider_label, result) = handle(&req, &path, payload, &state).await;
+    let outcome = match &result {
+        Ok(o) => o.label(),
+        Err(e) => e.code(),
+    };
+    let m = &state.metrics;
+    m.requests.with_label_values(&[&source_label, provider_label, outcome]).inc();
+    m.request_seconds.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(o) => o.into_response(),
+        Err(e) => actix_web::ResponseError::error_response(&e),
+    }
+}
+
+enum Accepted {
+    Queued(EventId),
+    Duplicate(EventId),
+    Handshake(hookline_shared::providers::HandshakeResponse),
+}
+
+impl Accepted {
+    fn label(&self) -> &'static str {
+        match self {
+            Accepted::Queued(_) => "queued",
+            Accepted::Duplicate(_) => "duplicate",
+            Accepted::Handshake(_) => "handshake",
+        }
+    }
+
+    fn into_response(self) -> HttpResponse {
+        match self {
+            Accepted::Queued(id) => {
+                HttpResponse::Accepted().json(serde_json::json!({ "id": id.to_string(), "status": "queued" }))
+            }
+            Accepted::Duplicate(id) => {
+                HttpResponse::Ok().json(serde_json::json!({ "id": id.to_string(), "status": "duplicate" }))
+            }
+            Accepted::Handshake(h) => HttpResponse::Ok().content_type(h.content_type).body(h.body),
+        }
+    }
+}
+
+/// Returns the metric labels with the result: unknown ids are labelled `unknown` so random
+/// paths cannot blow up label cardinality.
+async fn handle(
+    req: &HttpRequest,
+    raw_id: &str,
+    payload: web::Payload,
+    state: &AppState,
+) -> (String, &'static str, Result<Accepted, ApiError>) {
+    let unknown = || ("unknown".to_owned(), "unknown");
+    let Ok(id) = SourceId::parse(raw_id) else {
+        let (s, p) = unknown();
+        return (s, p, Err(ApiError::UnknownSource));
+    };
+    let source = match state.sources.get(&id).await {
+        Ok(Lookup::Found(s)) => s,
+        Ok(Lookup::NotFound) => {
+            let (s, p) = unknown();
+            return (s, p, Err(ApiError::UnknownSource));
+        }
+        Err(e) => {
+            tracing::warn!(source = %id, error = %e, "source look-up failed");
+            let (s, p) = unknown();
+            return (s, p, Err(state.unavailable("database")));
+        }
+    };
+    let labels = (source.id.to_string(), source.provider.as_str());
+    let result = accept(req, payload, source, state).await;
+    (labels.0, labels.1, result)
+}
+
+async fn accept(
+    req: &HttpRequest,
+    payload: web::Payload,
+    source: Arc<CachedSource>,
+    state: &AppState,
+) -> Result<Accepted, ApiError> {
+    let verifier = match &source.verifier {
+        Ok(v) => v,
+        Err(_) => return Err(ApiError::SourceMisconfigured { retry_after: state.retry_after }),
+    };
+    let body = read_body(req, payload, source.max_body_bytes).await?;
+    let headers: Headers = req
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
+        .collect();
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let raw = RawRequest { method: req.method().as_str(), path_and_query, headers: &headers, body: &body };
+    let verified = match verifier.verify(&raw, SystemTime::now()) {
+        Ok(v) => v,
+        Err(e) => {
+            state
+                .metrics
+                .verification_failures
+                .with_label_values(&[source.id.as_str(), source.provider.as_str(), e.reason()])
+                .inc();
+            tracing::info!(source = %source.id, provider = %source.provider, reason = e.reason(), "verification failed");
+            return Err(e.into());
+        }
+    };
+    if let Disposition::Respond(h) = &verified.disposition {
+        return Ok(Accepted::Handshake(h.clone()));
+    }
+    let hook = VerifiedWebhook { source, headers, body, verified, received_at: chrono::Utc::now() };
+    enqueue(hook, state).await
+}
+
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::BadBody)?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, ApiError> {
+    let source = &hook.source;
+    let dedup_key = hook.verified.dedup_key.clone().unwrap_or_else(|| body_hash_key(&hook.body));
+    let event_id = EventId::new();
+    let decision = state
+        .dedup
+        .acquire(&source.id, &dedup_key, event_id, source.dedup_window)
+        .await
+        .map_err(|e| {
+            tracing::warn!(source = %source.id, error = %e, "dedup claim failed");
+            state.unavailable(match e {
+                DedupError::Store(_) => "database",
+                DedupError::StillInFlight => "in_flight",
+            })
+        })?;
+    let mut guard = match decision {
+        Decision::Duplicate(prior) => {
+            state.metrics.duplicates.with_label_values(&[source.id.as_str(), source.provider.as_str()]).inc();
+            return Ok(Accepted::Duplicate(prior));
+        }
+        Decision::Proceed(guard) => guard,
+    };
+
+    let verifier = source.verifier.as_ref().map_err(|_| ApiError::SourceMisconfigured { retry_after: state.retry_after })?;
+    let forwarded: Vec<(&str, &str)> = verifier
+        .forwarded_headers()
+        .iter()
+        .filter_map(|name| hook.headers.get(name).map(|v| (*name, v)))
+        .collect();
+    let envelope = Envelope {
+        event_id,
+        source_id: &source.id,
+        tenant: &source.tenant,
+        provider: source.provider,
+        dedup_key: &dedup_key,
+        event_type: hook.verified.event_type.as_deref(),
+        received_at: hook.received_at,
+        content_type: hook.headers.get("content-type"),
+        forwarded,
+    };
+    let started = Instant::now();
+    let published = state.broker.publish(INGRESS_EXCHANGE, WORK_ROUTING_KEY, &hook.body, envelope.properties()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    match published {
+        Ok(()) => {
+            guard.confirmed();
+            state.metrics.publish_seconds.with_label_values(&["confirmed"]).observe(elapsed);
+            if let Err(e) = guard.published().await {
+                // Already queued: answer 202 regardless; see ClaimGuard::published.
+                tracing::warn!(source = %source.id, event_id = %event_id, error = %e, "could not mark claim published");
+            }
+            tracing::debug!(source = %source.id, event_id = %event_id, "queued");
+            Ok(Accepted::Queued(event_id))
+        }
+        Err(e) => {
+            state.metrics.publish_seconds.with_label_values(&["failed"]).observe(elapsed);
+            state.metrics.publish_failures.with_label_values(&[e.reason()]).inc();
+            tracing::warn!(source = %source.id, event_id = %event_id, error = %e, "publish not confirmed; asking the provider to retry");
+            guard.release().await;
+            Err(state.unavailable(e.reason()))
+        }
+    }
+}

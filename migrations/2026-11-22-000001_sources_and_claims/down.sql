@@ -1,0 +1,3 @@
+DROP TABLE dedup_claims;
+DROP TABLE source_secrets;
+DROP TABLE sources;

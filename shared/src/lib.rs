@@ -1,0 +1,24 @@
+//! What hookline's ingress and worker share.
+//!
+//! - [`config`]: settings from `HOOKLINE_*` variables and an optional TOML file.
+//! - [`secret`]: secrets with redacted `Debug`, and the master key that seals them at rest.
+//! - [`providers`]: one verifier per provider scheme (pure, `now` injected).
+//! - [`source`]: what a provider posts to, and its repository in PostgreSQL.
+//! - [`db`]: the pool, embedded migrations, schema, and the dedup claim store.
+//! - [`envelope`]: the message hookline puts on the broker (headers, ids).
+//! - [`topology`]: exchange and queue names, declared idempotently.
+//! - [`amqp`]: the broker connection supervisor and the confirmed publisher.
+//! - [`metrics`], [`telemetry`]: Prometheus registry and JSON logs.
+
+pub mod amqp;
+pub mod config;
+pub mod db;
+pub mod envelope;
+pub mod event;
+pub mod ids;
+pub mod metrics;
+pub mod providers;
+pub mod secret;
+pub mod source;
+pub mod telemetry;
+pub mod topology;

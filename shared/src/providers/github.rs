@@ -1,0 +1,145 @@
+//! GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`.
+//! <https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>
+//!
+//! Dedup key: `X-GitHub-Hook-ID` + `X-GitHub-Delivery` (a redelivery keeps its delivery id).
+//! `ping` events verify like any other and are queued.
+
+use std::time::SystemTime;
+
+use super::{RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq, hmac_sha256};
+
+#[derive(Debug)]
+pub struct Github {
+    secrets: SecretSet,
+}
+
+impl Github {
+    pub fn new(secrets: SecretSet) -> Self {
+        Self { secrets }
+    }
+}
+
+const SIGNATURE: &str = "x-hub-signature-256";
+
+impl Verifier for Github {
+    fn verify(&self, req: &RawRequest<'_>, now: SystemTime) -> Result<Verified, VerifyError> {
+        let header = req.header(SIGNATURE).ok_or(VerifyError::MissingHeader(SIGNATURE))?;
+        // Compared as text, as GitHub's own libraries do: the exact lower-case hex is required.
+        let given = header.strip_prefix("sha256=").ok_or(VerifyError::MalformedHeader(SIGNATURE))?;
+        let matches = |key: &[u8]| constant_time_eq(hex::encode(hmac_sha256(key, &[req.body])).as_bytes(), given.as_bytes());
+        if !self.secrets.active(now).any(|s| matches(s.expose())) {
+            return Err(VerifyError::BadSignature);
+        }
+        // GitHub sends JSON, or a form with a `payload` field when the hook is so configured.
+        match req.media_type().as_deref() {
+            Some("application/json") | Some("application/x-www-form-urlencoded") => {}
+            _ => return Err(VerifyError::UnsupportedMediaType),
+        }
+        let dedup_key = match (req.header("x-github-hook-id"), req.header("x-github-delivery")) {
+            (Some(hook), Some(delivery)) => Some(format!("{hook}:{delivery}")),
+            (None, Some(delivery)) => Some(delivery.to_owned()),
+            _ => None,
+        };
+        Ok(Verified::enqueue(dedup_key, req.header("x-github-event").map(str::to_owned)))
+    }
+
+    fn forwarded_headers(&self) -> &'static [&'static str] {
+        &[
+            "x-github-event",
+            "x-github-delivery",
+            "x-github-hook-id",
+            "x-github-hook-installation-target-type",
+            "x-github-hook-installation-target-id",
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{Headers, SecretEntry};
+    use crate::secret::Secret;
+    use proptest::prelude::*;
+
+    const SECRET: &str = "It's a Secret to Everybody";
+    // GitHub's documented example: payload "Hello, World!".
+    const VECTOR: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    fn headers(sig: &str) -> Headers {
+        [
+            ("content-type", "application/json"),
+            ("x-github-event", "issues"),
+            ("x-github-hook-id", "42"),
+            ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+            (SIGNATURE, sig),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn req<'a>(h: &'a Headers, body: &'a [u8]) -> RawRequest<'a> {
+        RawRequest { method: "POST", path_and_query: "/webhooks/gh", headers: h, body }
+    }
+
+    fn gh() -> Github {
+        Github::new(SecretSet::single(Secret::from(SECRET)))
+    }
+
+    #[test]
+    fn published_vector() {
+        let h = headers(VECTOR);
+        let v = gh().verify(&req(&h, b"Hello, World!"), SystemTime::now()).unwrap();
+        assert_eq!(v.dedup_key.as_deref(), Some("42:72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+        assert_eq!(v.event_type.as_deref(), Some("issues"));
+    }
+
+    #[test]
+    fn rejects_tampered_unsigned_and_wrong_secret() {
+        let h = headers(VECTOR);
+        assert_eq!(gh().verify(&req(&h, b"Hello, World?"), SystemTime::now()), Err(VerifyError::BadSignature));
+        let h2: Headers = [("content-type", "application/json")].into_iter().collect();
+        assert_eq!(gh().verify(&req(&h2, b"Hello, World!"), SystemTime::now()), Err(VerifyError::MissingHeader(SIGNATURE)));
+        let other = Github::new(SecretSet::single(Secret::from("other")));
+        assert_eq!(other.verify(&req(&h, b"Hello, World!"), SystemTime::now()), Err(VerifyError::BadSignature));
+        let h3 = headers("sha1=abc");
+        assert_eq!(gh().verify(&req(&h3, b"x"), SystemTime::now()), Err(VerifyError::MalformedHeader(SIGNATURE)));
+    }
+
+    #[test]
+    fn wrong_media_type_after_valid_signature() {
+        let mut h = Headers::new();
+        h.insert("content-type", "text/plain");
+        h.insert(SIGNATURE, VECTOR);
+        assert_eq!(gh().verify(&req(&h, b"Hello, World!"), SystemTime::now()), Err(VerifyError::UnsupportedMediaType));
+    }
+
+    #[test]
+    fn rotation_expired_secret_rejected() {
+        let now = SystemTime::now();
+        let set = SecretSet(vec![
+            SecretEntry { value: Secret::from(SECRET), expires_at: Some(now - std::time::Duration::from_secs(1)) },
+            SecretEntry { value: Secret::from("new"), expires_at: None },
+        ]);
+        let h = headers(VECTOR);
+        assert_eq!(Github::new(set.clone()).verify(&req(&h, b"Hello, World!"), now), Err(VerifyError::BadSignature));
+        let sig = format!("sha256={}", hex::encode(hmac_sha256(b"new", &[b"Hello, World!"])));
+        let h = headers(&sig);
+        assert!(Github::new(set).verify(&req(&h, b"Hello, World!"), now).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn any_changed_byte_is_rejected(i in 0usize..13, j in 7usize..71, x in 1u8..=255) {
+            let mut body = b"Hello, World!".to_vec();
+            body[i] ^= x;
+            let h = headers(VECTOR);
+            prop_assert!(gh().verify(&req(&h, &body), SystemTime::now()).is_err());
+            let mut sig = VECTOR.as_bytes().to_vec();
+            sig[j] ^= x;
+            if let Ok(sig) = String::from_utf8(sig) {
+                let h = headers(&sig);
+                prop_assert!(gh().verify(&req(&h, b"Hello, World!"), SystemTime::now()).is_err());
+            }
+        }
+    }
+}

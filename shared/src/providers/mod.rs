@@ -1,0 +1,304 @@
+//! Provider schemes: one file per provider, each a pure [`Verifier`] that proves a request came
+//! from its provider and names the event's dedup key. No I/O here; `now` is injected so every
+//! case is a unit test.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use crate::secret::Secret;
+
+pub mod generic_hmac;
+pub mod github;
+pub mod shopify;
+pub mod slack;
+pub mod standard_webhooks;
+pub mod stripe;
+mod util;
+
+pub use util::{body_hash_key, constant_time_eq, hmac_sha1, hmac_sha256, hmac_sha512, parse_duration};
+
+/// Default window within which a signed timestamp is accepted (Stripe, Slack, Standard Webhooks all
+/// use five minutes in their SDKs).
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// The provider kinds hookline knows. Stored as their kebab-case name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Github,
+    Stripe,
+    Slack,
+    Shopify,
+    StandardWebhooks,
+    GenericHmac,
+}
+
+impl ProviderKind {
+    pub const ALL: &'static [ProviderKind] = &[
+        ProviderKind::Github,
+        ProviderKind::Stripe,
+        ProviderKind::Slack,
+        ProviderKind::Shopify,
+        ProviderKind::StandardWebhooks,
+        ProviderKind::GenericHmac,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Github => "github",
+            ProviderKind::Stripe => "stripe",
+            ProviderKind::Slack => "slack",
+            ProviderKind::Shopify => "shopify",
+            ProviderKind::StandardWebhooks => "standard-webhooks",
+            ProviderKind::GenericHmac => "generic-hmac",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown provider kind `{0}` (known: github, stripe, slack, shopify, standard-webhooks, generic-hmac)")]
+pub struct UnknownProvider(pub String);
+
+impl FromStr for ProviderKind {
+    type Err = UnknownProvider;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ProviderKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownProvider(s.to_owned()))
+    }
+}
+
+/// Request headers as received, names lower-cased. Small and ordered; a webhook has a few dozen
+/// headers at most, so a linear scan beats hashing.
+#[derive(Clone, Debug, Default)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Adds a header; the name is lower-cased. Values that are not valid UTF-8 should be skipped by
+    /// the caller (no provider scheme signs non-ASCII header values).
+    pub fn insert(&mut self, name: &str, value: impl Into<String>) {
+        self.0.push((name.to_ascii_lowercase(), value.into()));
+    }
+
+    /// First value of the header `name` (give it lower-case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+impl<K: AsRef<str>, V: Into<String>> FromIterator<(K, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut h = Headers::new();
+        for (k, v) in iter {
+            h.insert(k.as_ref(), v);
+        }
+        h
+    }
+}
+
+/// What a verifier sees of a request: everything a provider may sign.
+#[derive(Clone, Copy, Debug)]
+pub struct RawRequest<'a> {
+    pub method: &'a str,
+    /// Path and query as received, e.g. `/webhooks/src_1?x=1`.
+    pub path_and_query: &'a str,
+    pub headers: &'a Headers,
+    pub body: &'a [u8],
+}
+
+impl RawRequest<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    /// The media type without parameters, lower-cased (`application/json`).
+    pub fn media_type(&self) -> Option<String> {
+        self.header("content-type")
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    }
+}
+
+/// A provider handshake answered synchronously instead of being queued (Slack's
+/// `url_verification`, Discord's PING). Only produced after the request verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandshakeResponse {
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// What to do with a verified request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Deduplicate and publish.
+    Enqueue,
+    /// Answer 200 with this body; nothing is queued.
+    Respond(HandshakeResponse),
+}
+
+/// The outcome of a successful verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The provider's own delivery id (never secret). `None` means "hash the body".
+    pub dedup_key: Option<String>,
+    /// The provider's event type where a header or the body names it (`issues`, `customer.created`).
+    pub event_type: Option<String>,
+    pub disposition: Disposition,
+}
+
+impl Verified {
+    pub fn enqueue(dedup_key: Option<String>, event_type: Option<String>) -> Self {
+        Self { dedup_key, event_type, disposition: Disposition::Enqueue }
+    }
+}
+
+/// Why a request was refused. `Display` never contains expected values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("missing header `{0}`")]
+    MissingHeader(&'static str),
+    #[error("malformed header `{0}`")]
+    MalformedHeader(&'static str),
+    #[error("timestamp outside tolerance")]
+    Stale,
+    #[error("signature mismatch")]
+    BadSignature,
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
+    #[error("invalid payload: {0}")]
+    InvalidPayload(&'static str),
+}
+
+impl VerifyError {
+    /// Metric label for verification failures.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::MissingHeader(_) => "missing_header",
+            VerifyError::MalformedHeader(_) => "malformed_header",
+            VerifyError::Stale => "stale_timestamp",
+            VerifyError::BadSignature => "bad_signature",
+            VerifyError::UnsupportedMediaType => "unsupported_media_type",
+            VerifyError::InvalidPayload(_) => "invalid_payload",
+        }
+    }
+}
+
+/// One secret of a source, valid until `expires_at` (rotation grace) or forever.
+#[derive(Clone, Debug)]
+pub struct SecretEntry {
+    pub value: Secret,
+    pub expires_at: Option<SystemTime>,
+}
+
+/// The secrets a source currently holds; several are valid during a rotation.
+#[derive(Clone, Debug, Default)]
+pub struct SecretSet(pub Vec<SecretEntry>);
+
+impl SecretSet {
+    pub fn single(value: Secret) -> Self {
+        Self(vec![SecretEntry { value, expires_at: None }])
+    }
+
+    /// The secrets valid at `now`.
+    pub fn active(&self, now: SystemTime) -> impl Iterator<Item = &Secret> {
+        self.0
+            .iter()
+            .filter(move |e| e.expires_at.is_none_or(|t| now < t))
+            .map(|e| &e.value)
+    }
+}
+
+/// Per-source options as stored (`key = value` strings from the CLI).
+pub type Options = BTreeMap<String, String>;
+
+/// A source option that is missing or wrong. Names the option so an operator can fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("option `{name}` is required for provider {provider}")]
+    Missing { name: &'static str, provider: ProviderKind },
+    #[error("option `{name}` has an invalid value: {reason}")]
+    Invalid { name: String, reason: String },
+    #[error("unknown option `{name}` for provider {provider} (known: {known})")]
+    Unknown { name: String, provider: ProviderKind, known: String },
+    #[error("the secret is not valid for provider {provider}: {reason}")]
+    BadSecret { provider: ProviderKind, reason: String },
+}
+
+/// Proves a request came from its provider. Pure: no I/O, `now` injected.
+pub trait Verifier: Send + Sync + fmt::Debug {
+    fn verify(&self, req: &RawRequest<'_>, now: SystemTime) -> Result<Verified, VerifyError>;
+
+    /// Request headers a parser downstream needs (event type, delivery ids), lower-case. Never
+    /// credentials: signature headers, Authorization and cookies are not forwarded.
+    fn forwarded_headers(&self) -> &'static [&'static str];
+}
+
+/// Options every provider accepts (handled by the ingress, not the verifier).
+pub const COMMON_OPTIONS: &[&str] = &["tolerance", "dedup_window", "max_body_bytes"];
+
+/// Builds the verifier for a source. Fails with a message naming the bad option.
+pub fn build_verifier(
+    kind: ProviderKind,
+    secrets: SecretSet,
+    options: &Options,
+) -> Result<Box<dyn Verifier>, OptionError> {
+    let tolerance = util::duration_option(options, "tolerance")?.unwrap_or(DEFAULT_TOLERANCE);
+    Ok(match kind {
+        ProviderKind::Github => {
+            util::reject_unknown(kind, options, &[])?;
+            Box::new(github::Github::new(secrets))
+        }
+        ProviderKind::Stripe => {
+            util::reject_unknown(kind, options, &[])?;
+            Box::new(stripe::Stripe::new(secrets, tolerance))
+        }
+        ProviderKind::Slack => {
+            util::reject_unknown(kind, options, &[])?;
+            Box::new(slack::Slack::new(secrets, tolerance))
+        }
+        ProviderKind::Shopify => {
+            util::reject_unknown(kind, options, &[])?;
+            Box::new(shopify::Shopify::new(secrets))
+        }
+        ProviderKind::StandardWebhooks => {
+            util::reject_unknown(kind, options, &[])?;
+            Box::new(standard_webhooks::StandardWebhooks::new(secrets, tolerance)?)
+        }
+        ProviderKind::GenericHmac => {
+            util::reject_unknown(kind, options, generic_hmac::OPTIONS)?;
+            Box::new(generic_hmac::GenericHmac::new(secrets, options, tolerance)?)
+        }
+    })
+}
+
+/// Checks that `now` and a provider timestamp (Unix seconds) are within `tolerance` of each other,
+/// in both directions (a clock ahead of ours is as suspect as one behind).
+pub fn check_timestamp(ts_secs: i64, now: SystemTime, tolerance: Duration) -> Result<(), VerifyError> {
+    let now_secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let skew = now_secs.abs_diff(ts_secs);
+    if skew > tolerance.as_secs() {
+        Err(VerifyError::Stale)
+    } else {
+        Ok(())
+    }
+}

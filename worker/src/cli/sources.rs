@@ -1,0 +1,205 @@
+//! `hookline-worker sources …`: add, list, show, rotate-secret, enable, disable, remove.
+//! Secrets are read from stdin or an environment variable (never from argv, which `ps` shows),
+//! and never printed except when hookline generated them.
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use hookline_shared::config::Settings;
+use hookline_shared::ids::SourceId;
+use hookline_shared::providers::{Options, ProviderKind, parse_duration};
+use hookline_shared::secret::Secret;
+use hookline_shared::source::{NewSource, SourceInfo, SourceRepo};
+
+#[derive(Subcommand)]
+pub enum SourcesCommand {
+    /// Add a source; prints {"id", "path", "secret" (only when generated)} as JSON.
+    Add {
+        /// Provider kind: github, stripe, slack, shopify, standard-webhooks, generic-hmac.
+        #[arg(long)]
+        provider: ProviderKind,
+        #[arg(long)]
+        tenant: String,
+        /// Source id (default: generated). Letters, digits, `_` and `-`.
+        #[arg(long)]
+        id: Option<SourceId>,
+        #[command(flatten)]
+        secret: SecretInput,
+        /// Provider or source option, repeatable: `tolerance=5m`, `dedup_window=72h`,
+        /// `max_body_bytes=2097152`, generic-hmac's `header=x-signature`, …
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+    },
+    /// List sources.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one source (never its secrets).
+    Show { id: SourceId },
+    /// Add a new secret; the current ones keep verifying until the grace period ends.
+    RotateSecret {
+        id: SourceId,
+        #[command(flatten)]
+        secret: RotateInput,
+        /// How long the previous secret stays valid: `24h`, `30m`, `0s` (immediately invalid).
+        #[arg(long, default_value = "24h", value_parser = parse_grace)]
+        grace: Duration,
+    },
+    /// Stop accepting webhooks for a source (answered 404).
+    Disable { id: SourceId },
+    /// Accept webhooks for a source again.
+    Enable { id: SourceId },
+    /// Delete a source and its secrets.
+    Remove { id: SourceId },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct SecretInput {
+    /// Read the secret from standard input (trailing newline removed).
+    #[arg(long)]
+    secret_stdin: bool,
+    /// Read the secret from this environment variable.
+    #[arg(long, value_name = "NAME")]
+    secret_env: Option<String>,
+    /// Generate a secret and print it once.
+    #[arg(long)]
+    generate_secret: bool,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct RotateInput {
+    /// Read the new secret from standard input (trailing newline removed).
+    #[arg(long)]
+    secret_stdin: bool,
+    /// Generate the new secret and print it once.
+    #[arg(long)]
+    generate_secret: bool,
+}
+
+fn parse_grace(v: &str) -> Result<Duration, String> {
+    parse_duration(v)
+}
+
+/// Returns the secret, and whether hookline generated it (then it is printed once).
+fn read_secret(stdin: bool, env: Option<&str>, generate: bool, provider: ProviderKind) -> anyhow::Result<(Secret, bool)> {
+    let secret = if generate {
+        return Ok((generate_for(provider), true));
+    } else if stdin {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("reading the secret from standard input")?;
+        s.trim_end_matches(['\r', '\n']).to_owned()
+    } else if let Some(name) = env {
+        std::env::var(name).with_context(|| format!("--secret-env: environment variable `{name}` is not set"))?
+    } else {
+        bail!("give one of --secret-stdin, --secret-env NAME or --generate-secret");
+    };
+    if secret.is_empty() {
+        bail!("the secret is empty");
+    }
+    Ok((Secret::from(secret.as_str()), false))
+}
+
+/// Standard Webhooks secrets are `whsec_` + base64 of the key bytes; others are opaque strings.
+fn generate_for(provider: ProviderKind) -> Secret {
+    let s = Secret::generate();
+    match provider {
+        ProviderKind::StandardWebhooks => {
+            let mut v = b"whsec_".to_vec();
+            v.extend_from_slice(s.expose());
+            Secret::new(v)
+        }
+        _ => s,
+    }
+}
+
+fn parse_options(raw: &[String]) -> anyhow::Result<Options> {
+    let mut options = Options::new();
+    for o in raw {
+        let Some((k, v)) = o.split_once('=') else {
+            bail!("--option `{o}` must be KEY=VALUE");
+        };
+        if options.insert(k.trim().to_owned(), v.to_owned()).is_some() {
+            bail!("--option `{}` is given twice", k.trim());
+        }
+    }
+    Ok(options)
+}
+
+pub async fn run(settings: &Settings, cmd: SourcesCommand) -> anyhow::Result<()> {
+    let key = settings.secret_key()?;
+    let pool = hookline_shared::db::pool(&settings.database_url, 2)?;
+    let repo = SourceRepo::new(pool, key);
+    match cmd {
+        SourcesCommand::Add { provider, tenant, id, secret, options } => {
+            let (value, generated) =
+                read_secret(secret.secret_stdin, secret.secret_env.as_deref(), secret.generate_secret, provider)?;
+            let id = id.unwrap_or_else(SourceId::generate);
+            let info = repo
+                .add(NewSource { id, tenant, provider, options: parse_options(&options)?, secret: value.clone() })
+                .await?;
+            let mut out = serde_json::json!({ "id": info.id, "path": info.path });
+            if generated {
+                out["secret"] = String::from_utf8_lossy(value.expose()).into();
+            }
+            println!("{out}");
+        }
+        SourcesCommand::List { tenant, json } => {
+            let list = repo.list(tenant.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_table(&list);
+            }
+        }
+        SourcesCommand::Show { id } => {
+            println!("{}", serde_json::to_string_pretty(&repo.show(&id).await?)?);
+        }
+        SourcesCommand::RotateSecret { id, secret, grace } => {
+            let provider = repo.show(&id).await?.provider;
+            let (value, generated) = read_secret(secret.secret_stdin, None, secret.generate_secret, provider)?;
+            let info = repo.rotate_secret(&id, value.clone(), grace).await?;
+            let previous_until = info.secrets.iter().filter_map(|s| s.expires_at).max();
+            let mut out = serde_json::json!({ "id": info.id, "previous_valid_until": previous_until });
+            if generated {
+                out["secret"] = String::from_utf8_lossy(value.expose()).into();
+            }
+            println!("{out}");
+        }
+        SourcesCommand::Disable { id } => {
+            repo.set_enabled(&id, false).await?;
+            println!("source {id} disabled");
+        }
+        SourcesCommand::Enable { id } => {
+            repo.set_enabled(&id, true).await?;
+            println!("source {id} enabled");
+        }
+        SourcesCommand::Remove { id } => {
+            repo.remove(&id).await?;
+            println!("source {id} removed");
+        }
+    }
+    Ok(())
+}
+
+fn print_table(list: &[SourceInfo]) {
+    let w = list.iter().map(|s| s.id.as_str().len()).max().unwrap_or(2).max(2);
+    let t = list.iter().map(|s| s.tenant.len()).max().unwrap_or(6).max(6);
+    println!("{:<w$}  {:<t$}  {:<17}  {:<8}  CREATED", "ID", "TENANT", "PROVIDER", "ENABLED");
+    for s in list {
+        println!(
+            "{:<w$}  {:<t$}  {:<17}  {:<8}  {}",
+            s.id.as_str(),
+            s.tenant,
+            s.provider.as_str(),
+            if s.enabled { "yes" } else { "no" },
+            s.created_at.format("%Y-%m-%d %H:%M:%S"),
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! hookline-worker: the fleet member that consumes the work queue, and the operator CLI.
+//!
+//! - [`cli`]: argument parsing and one module per command group (`sources`, `dlq`, …).
+//! - [`app`]: wiring for `run` (consumer, archiver, health and metrics server).
+//! - [`runner`]: batches, stages, and the one place outcomes become broker actions.
+//! - [`routes`]: the routes file and its wildcard matching.
+//! - [`handlers`]: store, http, amqp, log.
+//! - [`archive`]: dead letters from the parking queue into PostgreSQL.
+//! - [`store`]: the worker's SQL.
+
+pub mod app;
+pub mod archive;
+pub mod cli;
+pub mod handlers;
+pub mod routes;
+pub mod runner;
+pub mod store;
