@@ -48,7 +48,11 @@ const POLL: Duration = Duration::from_millis(20);
 
 impl Dedup {
     pub fn new(store: ClaimStore, max_wait: Duration) -> Arc<Self> {
-        Arc::new(Self { store, local: Mutex::default(), max_wait })
+        Arc::new(Self {
+            store,
+            local: Mutex::default(),
+            max_wait,
+        })
     }
 
     pub async fn acquire(
@@ -63,7 +67,10 @@ impl Dedup {
         loop {
             // Someone in this process holds it: wait for their outcome.
             let waiting = {
-                let mut local = self.local.lock().map_err(|_| DedupError::Store("lock poisoned".into()))?;
+                let mut local = self
+                    .local
+                    .lock()
+                    .map_err(|_| DedupError::Store("lock poisoned".into()))?;
                 match local.get(&k) {
                     Some(tx) => Some(tx.subscribe()),
                     None => {
@@ -73,7 +80,9 @@ impl Dedup {
                 }
             };
             if let Some(mut rx) = waiting {
-                let res = tokio::time::timeout_at(deadline, rx.wait_for(|r| *r != Resolution::Pending)).await;
+                let res =
+                    tokio::time::timeout_at(deadline, rx.wait_for(|r| *r != Resolution::Pending))
+                        .await;
                 match res {
                     Ok(Ok(r)) => match *r {
                         Resolution::Published(id) => return Ok(Decision::Duplicate(id)),
@@ -87,7 +96,10 @@ impl Dedup {
             }
 
             // We hold the local entry; from here every path must resolve it.
-            let mut entry = LocalEntry { dedup: self.clone(), key: Some(k.clone()) };
+            let mut entry = LocalEntry {
+                dedup: self.clone(),
+                key: Some(k.clone()),
+            };
             loop {
                 match self.store.claim(source, key, event_id, window).await {
                     Ok(Claim::Won) => {
@@ -123,7 +135,12 @@ impl Dedup {
     }
 
     fn resolve(&self, key: &Key, r: Resolution) {
-        if let Some(tx) = self.local.lock().ok().and_then(|mut local| local.remove(key)) {
+        if let Some(tx) = self
+            .local
+            .lock()
+            .ok()
+            .and_then(|mut local| local.remove(key))
+        {
             tx.send_replace(r);
         }
     }
@@ -137,7 +154,10 @@ struct LocalEntry {
 
 impl LocalEntry {
     fn take(&mut self) -> LocalEntry {
-        LocalEntry { dedup: self.dedup.clone(), key: self.key.take() }
+        LocalEntry {
+            dedup: self.dedup.clone(),
+            key: self.key.take(),
+        }
     }
 
     fn resolve(&mut self, r: Resolution) {
@@ -179,8 +199,17 @@ impl ClaimGuard {
     /// Marks the claim published (batched) and wakes local waiters with "duplicate".
     pub async fn published(mut self) -> Result<(), DedupError> {
         self.state = GuardState::Confirmed;
-        let (source, key) = self.entry.key.clone().ok_or_else(|| DedupError::Store("claim already resolved".into()))?;
-        let result = self.entry.dedup.store.mark_published(&source, &key, self.event_id).await;
+        let (source, key) = self
+            .entry
+            .key
+            .clone()
+            .ok_or_else(|| DedupError::Store("claim already resolved".into()))?;
+        let result = self
+            .entry
+            .dedup
+            .store
+            .mark_published(&source, &key, self.event_id)
+            .await;
         self.state = GuardState::Done;
         self.entry.resolve(Resolution::Published(self.event_id));
         // A failed mark leaves the claim pending; it turns stale and a provider retry is then
@@ -192,7 +221,12 @@ impl ClaimGuard {
     pub async fn release(mut self) {
         self.state = GuardState::Done;
         if let Some((source, key)) = self.entry.key.clone()
-            && let Err(e) = self.entry.dedup.store.release(&source, &key, self.event_id).await
+            && let Err(e) = self
+                .entry
+                .dedup
+                .store
+                .release(&source, &key, self.event_id)
+                .await
         {
             tracing::warn!(source = %source, error = %e, "could not release claim; it becomes reclaimable when stale");
         }
@@ -202,7 +236,9 @@ impl ClaimGuard {
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        let Some((source, key)) = self.entry.key.clone() else { return };
+        let Some((source, key)) = self.entry.key.clone() else {
+            return;
+        };
         let store = self.entry.dedup.store.clone();
         let event_id = self.event_id;
         match self.state {

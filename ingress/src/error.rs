@@ -20,7 +20,10 @@ pub enum ApiError {
     /// Broker down, blocked or full, database unreachable, or the same delivery still in flight
     /// elsewhere: the provider should retry later.
     #[error("temporarily unavailable: {reason}")]
-    Unavailable { reason: &'static str, retry_after: Duration },
+    Unavailable {
+        reason: &'static str,
+        retry_after: Duration,
+    },
     /// The source exists but cannot be served (its stored options or secrets are unusable).
     #[error("source misconfigured")]
     SourceMisconfigured { retry_after: Duration },
@@ -51,17 +54,22 @@ impl ResponseError for ApiError {
             ApiError::UnknownSource => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody => StatusCode::BAD_REQUEST,
-            ApiError::Verify(VerifyError::UnsupportedMediaType) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Verify(VerifyError::UnsupportedMediaType) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::Verify(VerifyError::InvalidPayload(_)) => StatusCode::BAD_REQUEST,
             ApiError::Verify(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Unavailable { .. } | ApiError::SourceMisconfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::SourceMisconfigured { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
         match self {
-            ApiError::Unavailable { retry_after, .. } | ApiError::SourceMisconfigured { retry_after } => {
+            ApiError::Unavailable { retry_after, .. }
+            | ApiError::SourceMisconfigured { retry_after } => {
                 res.insert_header(("Retry-After", retry_after.as_secs().max(1).to_string()));
             }
             _ => {}

@@ -16,19 +16,29 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let broker = state.broker.is_ready() && !state.broker.is_blocked();
-    let database = tokio::time::timeout(std::time::Duration::from_secs(2), hookline_shared::db::ping(&state.pool))
-        .await
-        .is_ok_and(|r| r.is_ok());
+    let database = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        hookline_shared::db::ping(&state.pool),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
     let body = serde_json::json!({
         "status": if broker && database { "ready" } else { "not_ready" },
         "broker": if broker { "ok" } else if state.broker.is_blocked() { "blocked" } else { "down" },
         "database": if database { "ok" } else { "down" },
     });
-    if broker && database { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    if broker && database {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state.metrics.broker_up.set(i64::from(state.broker.is_ready()));
+    state
+        .metrics
+        .broker_up
+        .set(i64::from(state.broker.is_ready()));
     state.metrics.sources_cached.set(state.sources.len() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -47,7 +47,10 @@ impl Application {
         let key = settings.secret_key()?;
         let pool = db::pool(&settings.database_url, settings.database_pool_size)?;
         let pending = db::pending_migrations(&pool).await.with_context(|| {
-            format!("cannot reach the database at {}", db::redact_url(&settings.database_url))
+            format!(
+                "cannot reach the database at {}",
+                db::redact_url(&settings.database_url)
+            )
         })?;
         if !pending.is_empty() {
             anyhow::bail!(
@@ -71,16 +74,21 @@ impl Application {
 
         let sources = Arc::new(SourceCache::new(
             SourceRepo::new(pool.clone(), key),
-            Defaults { dedup_window: settings.dedup_window, max_body_bytes: settings.max_body_bytes },
+            Defaults {
+                dedup_window: settings.dedup_window,
+                max_body_bytes: settings.max_body_bytes,
+            },
             settings.negative_cache,
         ));
         if let Err(e) = sources.refresh().await {
             tracing::warn!(error = %e, "initial source load failed; sources load on demand");
         }
         let gauge = metrics.sources_cached.clone();
-        tokio::spawn(sources.clone().run_refresh(settings.source_refresh, shutdown.clone(), move |n| {
-            gauge.set(n as i64)
-        }));
+        tokio::spawn(sources.clone().run_refresh(
+            settings.source_refresh,
+            shutdown.clone(),
+            move |n| gauge.set(n as i64),
+        ));
 
         let batch_metric = metrics.claim_batch_size.clone();
         let claims = ClaimStore::start(
@@ -102,8 +110,12 @@ impl Application {
             retry_after: settings.retry_after,
         });
 
-        let listener = TcpListener::bind(&settings.ingress_addr)
-            .with_context(|| format!("HOOKLINE_INGRESS_ADDR `{}` cannot be bound", settings.ingress_addr))?;
+        let listener = TcpListener::bind(&settings.ingress_addr).with_context(|| {
+            format!(
+                "HOOKLINE_INGRESS_ADDR `{}` cannot be bound",
+                settings.ingress_addr
+            )
+        })?;
         let addr = listener.local_addr()?;
         let server = HttpServer::new(move || {
             App::new()
@@ -114,7 +126,12 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
-        Ok(Self { port: addr.port(), addr, server, shutdown })
+        Ok(Self {
+            port: addr.port(),
+            addr,
+            server,
+            shutdown,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -143,11 +143,9 @@ impl SourceCache {
                 None => self.defaults.dedup_window,
             };
             let max = match s.options.get("max_body_bytes") {
-                Some(v) => v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("option `max_body_bytes`: `{v}` is not a positive number of bytes"))?,
+                Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("option `max_body_bytes`: `{v}` is not a positive number of bytes")
+                })?,
                 None => self.defaults.max_body_bytes,
             };
             Ok((window, max))
@@ -156,9 +154,14 @@ impl SourceCache {
             Ok((w, m)) => (
                 w,
                 m,
-                providers::build_verifier(s.provider, s.secrets, &s.options).map_err(|e| e.to_string()),
+                providers::build_verifier(s.provider, s.secrets, &s.options)
+                    .map_err(|e| e.to_string()),
             ),
-            Err(e) => (self.defaults.dedup_window, self.defaults.max_body_bytes, Err(e)),
+            Err(e) => (
+                self.defaults.dedup_window,
+                self.defaults.max_body_bytes,
+                Err(e),
+            ),
         };
         if let Err(e) = &verifier {
             tracing::error!(source = %s.id, error = %e, "source cannot be served; fix it with `hookline-worker sources`");
@@ -176,7 +179,12 @@ impl SourceCache {
     }
 
     /// Refreshes every `every` until `shutdown`.
-    pub async fn run_refresh(self: Arc<Self>, every: Duration, shutdown: CancellationToken, on_refresh: impl Fn(usize)) {
+    pub async fn run_refresh(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: CancellationToken,
+        on_refresh: impl Fn(usize),
+    ) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -194,7 +202,11 @@ impl SourceCache {
 }
 
 fn visible(entry: Arc<CachedSource>) -> Lookup {
-    if entry.enabled { Lookup::Found(entry) } else { Lookup::NotFound }
+    if entry.enabled {
+        Lookup::Found(entry)
+    } else {
+        Lookup::NotFound
+    }
 }
 
 fn poisoned() -> hookline_shared::source::SourceError {

@@ -22,6 +22,9 @@ pub struct AppState {
 
 impl AppState {
     pub fn unavailable(&self, reason: &'static str) -> ApiError {
-        ApiError::Unavailable { reason, retry_after: self.retry_after }
+        ApiError::Unavailable {
+            reason,
+            retry_after: self.retry_after,
+        }
     }
 }

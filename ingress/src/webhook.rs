@@ -43,8 +43,12 @@ async fn receive(
         Err(e) => e.code(),
     };
     let m = &state.metrics;
-    m.requests.with_label_values(&[&source_label, provider_label, outcome]).inc();
-    m.request_seconds.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+    m.requests
+        .with_label_values(&[&source_label, provider_label, outcome])
+        .inc();
+    m.request_seconds
+        .with_label_values(&[outcome])
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(o) => o.into_response(),
         Err(e) => actix_web::ResponseError::error_response(&e),
@@ -68,12 +72,10 @@ impl Accepted {
 
     fn into_response(self) -> HttpResponse {
         match self {
-            Accepted::Queued(id) => {
-                HttpResponse::Accepted().json(serde_json::json!({ "id": id.to_string(), "status": "queued" }))
-            }
-            Accepted::Duplicate(id) => {
-                HttpResponse::Ok().json(serde_json::json!({ "id": id.to_string(), "status": "duplicate" }))
-            }
+            Accepted::Queued(id) => HttpResponse::Accepted()
+                .json(serde_json::json!({ "id": id.to_string(), "status": "queued" })),
+            Accepted::Duplicate(id) => HttpResponse::Ok()
+                .json(serde_json::json!({ "id": id.to_string(), "status": "duplicate" })),
             Accepted::Handshake(h) => HttpResponse::Ok().content_type(h.content_type).body(h.body),
         }
     }
@@ -117,7 +119,11 @@ async fn accept(
 ) -> Result<Accepted, ApiError> {
     let verifier = match &source.verifier {
         Ok(v) => v,
-        Err(_) => return Err(ApiError::SourceMisconfigured { retry_after: state.retry_after }),
+        Err(_) => {
+            return Err(ApiError::SourceMisconfigured {
+                retry_after: state.retry_after,
+            });
+        }
     };
     let body = read_body(req, payload, source.max_body_bytes).await?;
     let headers: Headers = req
@@ -125,8 +131,17 @@ async fn accept(
         .iter()
         .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
         .collect();
-    let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let raw = RawRequest { method: req.method().as_str(), path_and_query, headers: &headers, body: &body };
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let raw = RawRequest {
+        method: req.method().as_str(),
+        path_and_query,
+        headers: &headers,
+        body: &body,
+    };
     let verified = match verifier.verify(&raw, SystemTime::now()) {
         Ok(v) => v,
         Err(e) => {
@@ -142,11 +157,21 @@ async fn accept(
     if let Disposition::Respond(h) = &verified.disposition {
         return Ok(Accepted::Handshake(h.clone()));
     }
-    let hook = VerifiedWebhook { source, headers, body, verified, received_at: chrono::Utc::now() };
+    let hook = VerifiedWebhook {
+        source,
+        headers,
+        body,
+        verified,
+        received_at: chrono::Utc::now(),
+    };
     enqueue(hook, state).await
 }
 
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -168,7 +193,11 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 
 async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, ApiError> {
     let source = &hook.source;
-    let dedup_key = hook.verified.dedup_key.clone().unwrap_or_else(|| body_hash_key(&hook.body));
+    let dedup_key = hook
+        .verified
+        .dedup_key
+        .clone()
+        .unwrap_or_else(|| body_hash_key(&hook.body));
     let event_id = EventId::new();
     let decision = state
         .dedup
@@ -183,13 +212,22 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
         })?;
     let mut guard = match decision {
         Decision::Duplicate(prior) => {
-            state.metrics.duplicates.with_label_values(&[source.id.as_str(), source.provider.as_str()]).inc();
+            state
+                .metrics
+                .duplicates
+                .with_label_values(&[source.id.as_str(), source.provider.as_str()])
+                .inc();
             return Ok(Accepted::Duplicate(prior));
         }
         Decision::Proceed(guard) => guard,
     };
 
-    let verifier = source.verifier.as_ref().map_err(|_| ApiError::SourceMisconfigured { retry_after: state.retry_after })?;
+    let verifier = source
+        .verifier
+        .as_ref()
+        .map_err(|_| ApiError::SourceMisconfigured {
+            retry_after: state.retry_after,
+        })?;
     let forwarded: Vec<(&str, &str)> = verifier
         .forwarded_headers()
         .iter()
@@ -207,12 +245,24 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
         forwarded,
     };
     let started = Instant::now();
-    let published = state.broker.publish(INGRESS_EXCHANGE, WORK_ROUTING_KEY, &hook.body, envelope.properties()).await;
+    let published = state
+        .broker
+        .publish(
+            INGRESS_EXCHANGE,
+            WORK_ROUTING_KEY,
+            &hook.body,
+            envelope.properties(),
+        )
+        .await;
     let elapsed = started.elapsed().as_secs_f64();
     match published {
         Ok(()) => {
             guard.confirmed();
-            state.metrics.publish_seconds.with_label_values(&["confirmed"]).observe(elapsed);
+            state
+                .metrics
+                .publish_seconds
+                .with_label_values(&["confirmed"])
+                .observe(elapsed);
             if let Err(e) = guard.published().await {
                 // Already queued: answer 202 regardless; see ClaimGuard::published.
                 tracing::warn!(source = %source.id, event_id = %event_id, error = %e, "could not mark claim published");
@@ -221,8 +271,16 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
             Ok(Accepted::Queued(event_id))
         }
         Err(e) => {
-            state.metrics.publish_seconds.with_label_values(&["failed"]).observe(elapsed);
-            state.metrics.publish_failures.with_label_values(&[e.reason()]).inc();
+            state
+                .metrics
+                .publish_seconds
+                .with_label_values(&["failed"])
+                .observe(elapsed);
+            state
+                .metrics
+                .publish_failures
+                .with_label_values(&[e.reason()])
+                .inc();
             tracing::warn!(source = %source.id, event_id = %event_id, error = %e, "publish not confirmed; asking the provider to retry");
             guard.release().await;
             Err(state.unavailable(e.reason()))

@@ -14,7 +14,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Confirmation, Channel, Connection, ConnectionProperties, Event};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -86,15 +86,20 @@ impl Broker {
             lost: Arc::new(tokio::sync::Notify::new()),
             publish_timeout: opts.publish_timeout,
         };
-        tokio::spawn(supervise(opts, tx, broker.blocked.clone(), broker.lost.clone(), shutdown));
+        tokio::spawn(supervise(
+            opts,
+            tx,
+            broker.blocked.clone(),
+            broker.lost.clone(),
+            shutdown,
+        ));
         broker
     }
 
     pub fn is_ready(&self) -> bool {
-        self.live
-            .borrow()
-            .as_ref()
-            .is_some_and(|l| l.connection.status().connected() && l.channels.iter().all(|c| c.status().connected()))
+        self.live.borrow().as_ref().is_some_and(|l| {
+            l.connection.status().connected() && l.channels.iter().all(|c| c.status().connected())
+        })
     }
 
     pub fn is_blocked(&self) -> bool {
@@ -104,7 +109,9 @@ impl Broker {
     /// Waits until connected or `timeout` passes; returns whether connected.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let mut rx = self.live.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|l| l.is_some())).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|l| l.is_some()))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Publishes persistently and waits for the broker's confirm. Mandatory, so an unroutable
@@ -119,17 +126,30 @@ impl Broker {
         if self.is_blocked() {
             return Err(PublishError::Blocked);
         }
-        let live = self.live.borrow().clone().ok_or(PublishError::Unavailable)?;
+        let live = self
+            .live
+            .borrow()
+            .clone()
+            .ok_or(PublishError::Unavailable)?;
         let i = live.next.fetch_add(1, Ordering::Relaxed) % live.channels.len();
         let ch = &live.channels[i];
-        let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let opts = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
         let result = tokio::time::timeout(self.publish_timeout, async {
-            let confirm = ch.basic_publish(exchange.into(), routing_key.into(), opts, body, props).await?;
+            let confirm = ch
+                .basic_publish(exchange.into(), routing_key.into(), opts, body, props)
+                .await?;
             confirm.await
         })
         .await;
         match result {
-            Err(_) => Err(if self.is_blocked() { PublishError::Blocked } else { PublishError::Timeout(self.publish_timeout) }),
+            Err(_) => Err(if self.is_blocked() {
+                PublishError::Blocked
+            } else {
+                PublishError::Timeout(self.publish_timeout)
+            }),
             Ok(Err(e)) => {
                 // A channel or connection error: have the supervisor rebuild everything.
                 self.lost.notify_one();
@@ -144,7 +164,11 @@ impl Broker {
 
     /// A fresh channel on the live connection (for operator commands and consumers).
     pub async fn channel(&self) -> Result<Channel, PublishError> {
-        let live = self.live.borrow().clone().ok_or(PublishError::Unavailable)?;
+        let live = self
+            .live
+            .borrow()
+            .clone()
+            .ok_or(PublishError::Unavailable)?;
         Ok(live.connection.create_channel().await?)
     }
 }
@@ -240,10 +264,14 @@ pub enum ConnectError {
 type Events = std::pin::Pin<Box<dyn futures::Stream<Item = Event> + Send>>;
 
 async fn connect(opts: &BrokerOptions) -> Result<(Live, Events), ConnectError> {
-    let props = ConnectionProperties::default().with_connection_name(opts.connection_name.clone().into());
-    let connection = tokio::time::timeout(Duration::from_secs(5), Connection::connect(&opts.url, props))
-        .await
-        .map_err(|_| ConnectError::Timeout)??;
+    let props =
+        ConnectionProperties::default().with_connection_name(opts.connection_name.clone().into());
+    let connection = tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(&opts.url, props),
+    )
+    .await
+    .map_err(|_| ConnectError::Timeout)??;
     let events: Events = Box::pin(connection.events_listener());
     let setup = connection.create_channel().await?;
     opts.topology.declare(&setup).await?;
@@ -254,7 +282,14 @@ async fn connect(opts: &BrokerOptions) -> Result<(Live, Events), ConnectError> {
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         channels.push(ch);
     }
-    Ok((Live { connection, channels, next: AtomicUsize::new(0) }, events))
+    Ok((
+        Live {
+            connection,
+            channels,
+            next: AtomicUsize::new(0),
+        },
+        events,
+    ))
 }
 
 /// Connects once and declares the topology (for `hookline-worker topology declare`).

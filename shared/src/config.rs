@@ -98,7 +98,9 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             queue_max_length: 1_000_000,
             delivery_limit: 20,
-            retry_schedule: [1, 5, 30, 120, 600, 1800, 3600].map(Duration::from_secs).to_vec(),
+            retry_schedule: [1, 5, 30, 120, 600, 1800, 3600]
+                .map(Duration::from_secs)
+                .to_vec(),
             routes: None,
             worker_prefetch: 200,
             worker_batch_size: 50,
@@ -122,7 +124,10 @@ pub enum ConfigError {
     #[error("HOOKLINE_SECRET_KEY {0}")]
     BadSecretKey(#[from] crate::secret::KeyError),
     #[error("HOOKLINE_SECRET_KEY_FILE `{path}` cannot be read: {source}")]
-    KeyFile { path: PathBuf, source: std::io::Error },
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Settings {
@@ -131,7 +136,10 @@ impl Settings {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError::Invalid(format!("config file `{}` does not exist", path.display())));
+                return Err(ConfigError::Invalid(format!(
+                    "config file `{}` does not exist",
+                    path.display()
+                )));
             }
             fig = fig.merge(Toml::file(path));
         }
@@ -139,14 +147,20 @@ impl Settings {
         // operator passes with `--secret-env HOOKLINE_GH_SECRET`) are not settings. A config
         // file, by contrast, is all settings, so an unknown key there is an error.
         let known = known_keys();
-        fig = fig.merge(Env::prefixed("HOOKLINE_").filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n))));
-        let settings: Settings = fig.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
+        fig = fig.merge(
+            Env::prefixed("HOOKLINE_")
+                .filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n))),
+        );
+        let settings: Settings = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |name: &str, why: &str| Err(ConfigError::Invalid(format!("HOOKLINE_{name} {why}")));
+        let bad =
+            |name: &str, why: &str| Err(ConfigError::Invalid(format!("HOOKLINE_{name} {why}")));
         if self.database_pool_size == 0 {
             return bad("DATABASE_POOL_SIZE", "must be at least 1");
         }
@@ -172,13 +186,21 @@ impl Settings {
             return bad("WORKER_PREFETCH", "must be at least 1");
         }
         if self.retry_schedule.is_empty() {
-            return bad("RETRY_SCHEDULE", "needs at least one duration, e.g. \"1s,5s,30s\"");
+            return bad(
+                "RETRY_SCHEDULE",
+                "needs at least one duration, e.g. \"1s,5s,30s\"",
+            );
         }
         if !self.amqp_url.starts_with("amqp://") && !self.amqp_url.starts_with("amqps://") {
             return bad("AMQP_URL", "must start with amqp:// or amqps://");
         }
-        if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
-            return bad("DATABASE_URL", "must start with postgres:// or postgresql://");
+        if !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
+            return bad(
+                "DATABASE_URL",
+                "must start with postgres:// or postgresql://",
+            );
         }
         Ok(())
     }
@@ -189,8 +211,10 @@ impl Settings {
             return Ok(SecretKey::from_base64(k)?);
         }
         if let Some(path) = &self.secret_key_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::KeyFile { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
+                path: path.clone(),
+                source,
+            })?;
             return Ok(SecretKey::from_base64(&text)?);
         }
         Err(ConfigError::MissingSecretKey)
@@ -216,7 +240,10 @@ fn describe(e: figment::Error) -> String {
             if key.is_empty() {
                 kind
             } else {
-                format!("HOOKLINE_{} (`{key}` in a config file): {kind}", key.to_ascii_uppercase())
+                format!(
+                    "HOOKLINE_{} (`{key}` in a config file): {kind}",
+                    key.to_ascii_uppercase()
+                )
             }
         })
         .collect::<Vec<_>>()
@@ -258,7 +285,10 @@ mod durations {
     use super::*;
 
     pub fn serialize<S: serde::Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-        let parts: Vec<String> = d.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
+        let parts: Vec<String> = d
+            .iter()
+            .map(|d| humantime::format_duration(*d).to_string())
+            .collect();
         s.serialize_str(&parts.join(","))
     }
 
@@ -312,12 +342,18 @@ mod tests {
     #[test]
     fn env_overrides_file_and_durations_parse() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("h.toml", "publish_timeout = \"3s\"\nretry_schedule = [\"1s\", 10]\n")?;
+            jail.create_file(
+                "h.toml",
+                "publish_timeout = \"3s\"\nretry_schedule = [\"1s\", 10]\n",
+            )?;
             jail.set_env("HOOKLINE_RETRY_AFTER", "7");
             let s = Settings::load(Some(Path::new("h.toml"))).unwrap();
             assert_eq!(s.publish_timeout, Duration::from_secs(3));
             assert_eq!(s.retry_after, Duration::from_secs(7));
-            assert_eq!(s.retry_schedule, vec![Duration::from_secs(1), Duration::from_secs(10)]);
+            assert_eq!(
+                s.retry_schedule,
+                vec![Duration::from_secs(1), Duration::from_secs(10)]
+            );
             Ok(())
         });
     }

@@ -44,7 +44,12 @@ impl Envelope<'_> {
         put(H_TENANT, self.tenant);
         put(H_PROVIDER, self.provider.as_str());
         put(H_DEDUP_KEY, self.dedup_key);
-        put(H_RECEIVED_AT, &self.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        put(
+            H_RECEIVED_AT,
+            &self
+                .received_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        );
         if let Some(t) = self.event_type {
             put(H_EVENT_TYPE, t);
         }

@@ -7,7 +7,9 @@ use lapin::BasicProperties;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::envelope::{self, H_ATTEMPT, H_DEDUP_KEY, H_EVENT_TYPE, H_PROVIDER, H_RECEIVED_AT, H_SOURCE, H_TENANT};
+use crate::envelope::{
+    self, H_ATTEMPT, H_DEDUP_KEY, H_EVENT_TYPE, H_PROVIDER, H_RECEIVED_AT, H_SOURCE, H_TENANT,
+};
 use crate::ids::EventId;
 use crate::providers::{Options, ProviderKind};
 
@@ -50,18 +52,24 @@ impl ParseError {
 
 impl Received {
     pub fn from_properties(props: &BasicProperties) -> Result<Self, ParseError> {
-        let h = |name: &'static str| envelope::header(props, name).ok_or(ParseError::MissingHeader(name));
+        let h = |name: &'static str| {
+            envelope::header(props, name).ok_or(ParseError::MissingHeader(name))
+        };
         let event_id = props
             .message_id()
             .as_ref()
             .and_then(|id| uuid::Uuid::parse_str(id.as_str()).ok())
             .map(EventId)
             .ok_or(ParseError::MissingHeader("message_id"))?;
-        let provider = h(H_PROVIDER)?.parse().map_err(|_| ParseError::MissingHeader(H_PROVIDER))?;
+        let provider = h(H_PROVIDER)?
+            .parse()
+            .map_err(|_| ParseError::MissingHeader(H_PROVIDER))?;
         let received_at = DateTime::parse_from_rfc3339(h(H_RECEIVED_AT)?)
             .map_err(|_| ParseError::MissingHeader(H_RECEIVED_AT))?
             .with_timezone(&Utc);
-        let attempt = envelope::header(props, H_ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0);
+        let attempt = envelope::header(props, H_ATTEMPT)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
         Ok(Self {
             event_id,
             source_id: h(H_SOURCE)?.to_owned(),
@@ -78,7 +86,10 @@ impl Received {
 
     /// A provider header the ingress forwarded (`x-github-event`).
     pub fn forwarded(&self, name: &str) -> Option<&str> {
-        envelope::header(&self.props, &format!("{}{name}", envelope::H_PROVIDER_HEADER_PREFIX))
+        envelope::header(
+            &self.props,
+            &format!("{}{name}", envelope::H_PROVIDER_HEADER_PREFIX),
+        )
     }
 
     pub fn properties(&self) -> &BasicProperties {
@@ -105,21 +116,49 @@ pub struct NormalizedEvent {
 
 /// Parses `body` as its provider sends it. `options` are the source's (generic-hmac reads its
 /// JSON pointers from them).
-pub fn normalize(r: &Received, body: &[u8], options: &Options) -> Result<NormalizedEvent, ParseError> {
-    let payload = payload(r.content_type.as_deref(), body)?;
+pub fn normalize(
+    r: &Received,
+    body: &[u8],
+    options: &Options,
+) -> Result<NormalizedEvent, ParseError> {
+    let mut payload = payload(r.content_type.as_deref(), body)?;
+    if r.provider == ProviderKind::Github {
+        // GitHub's form content type carries the same JSON document in a `payload` field.
+        if let Value::Object(map) = &mut payload
+            && map.len() == 1
+            && let Some(inner) = map.remove("payload")
+        {
+            payload = inner;
+        }
+    }
     let (module, event_type, entity_id) = match r.provider {
         ProviderKind::Github => github(r, &payload)?,
-        ProviderKind::Stripe => dotted(str_at(&payload, "/type").ok_or(ParseError::MissingField("type"))?, &payload, "/data/object/id", true),
+        ProviderKind::Stripe => dotted(
+            str_at(&payload, "/type").ok_or(ParseError::MissingField("type"))?,
+            &payload,
+            "/data/object/id",
+            true,
+        ),
         ProviderKind::Shopify => {
-            let topic = r.forwarded("x-shopify-topic").or(r.event_type.as_deref()).ok_or(ParseError::MissingField("x-shopify-topic"))?;
+            let topic = r
+                .forwarded("x-shopify-topic")
+                .or(r.event_type.as_deref())
+                .ok_or(ParseError::MissingField("x-shopify-topic"))?;
             let (module, action) = topic.split_once('/').unwrap_or((topic, ""));
-            let event_type = if action.is_empty() { module.to_owned() } else { format!("{module}.{}", action.replace('/', ".")) };
+            let event_type = if action.is_empty() {
+                module.to_owned()
+            } else {
+                format!("{module}.{}", action.replace('/', "."))
+            };
             (module.to_owned(), event_type, scalar_at(&payload, "/id"))
         }
         ProviderKind::Slack => slack(&payload)?,
-        ProviderKind::StandardWebhooks => {
-            dotted(str_at(&payload, "/type").ok_or(ParseError::MissingField("type"))?, &payload, "/data/id", false)
-        }
+        ProviderKind::StandardWebhooks => dotted(
+            str_at(&payload, "/type").ok_or(ParseError::MissingField("type"))?,
+            &payload,
+            "/data/id",
+            false,
+        ),
         ProviderKind::GenericHmac => generic(r, &payload, options)?,
     };
     Ok(NormalizedEvent {
@@ -139,7 +178,13 @@ pub fn normalize(r: &Received, body: &[u8], options: &Options) -> Result<Normali
 /// JSON bodies as they are; form-encoded bodies become a JSON object of their fields, with a
 /// `payload` field that holds JSON (GitHub's form content type, Slack interactivity) parsed.
 fn payload(content_type: Option<&str>, body: &[u8]) -> Result<Value, ParseError> {
-    let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let media = content_type.map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     match media.as_deref() {
         Some("application/x-www-form-urlencoded") => {
             let mut map = Map::new();
@@ -153,7 +198,12 @@ fn payload(content_type: Option<&str>, body: &[u8]) -> Result<Value, ParseError>
             }
             Ok(Value::Object(map))
         }
-        Some(m) if m != "application/json" && !m.ends_with("+json") && !m.starts_with("text/") && !m.is_empty() => {
+        Some(m)
+            if m != "application/json"
+                && !m.ends_with("+json")
+                && !m.starts_with("text/")
+                && !m.is_empty() =>
+        {
             Err(ParseError::ContentType(m.to_owned()))
         }
         _ => serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string())),
@@ -175,8 +225,17 @@ fn scalar_at(v: &Value, pointer: &str) -> Option<String> {
 
 /// `customer.subscription.created`: module = all but the last segment (`last_segment`) or the
 /// first segment (`!last_segment`), event type = the whole.
-fn dotted(t: &str, payload: &Value, entity: &str, last_segment: bool) -> (String, String, Option<String>) {
-    let module = if last_segment { t.rsplit_once('.').map_or(t, |(m, _)| m) } else { t.split_once('.').map_or(t, |(m, _)| m) };
+fn dotted(
+    t: &str,
+    payload: &Value,
+    entity: &str,
+    last_segment: bool,
+) -> (String, String, Option<String>) {
+    let module = if last_segment {
+        t.rsplit_once('.').map_or(t, |(m, _)| m)
+    } else {
+        t.split_once('.').map_or(t, |(m, _)| m)
+    };
     (module.to_owned(), t.to_owned(), scalar_at(payload, entity))
 }
 
@@ -205,11 +264,16 @@ fn slack(payload: &Value) -> Result<Parsed, ParseError> {
             Some(sub) => format!("{t}.{sub}"),
             None => t.to_owned(),
         };
-        let entity = scalar_at(payload, "/event/channel").or_else(|| scalar_at(payload, "/event/item/channel"));
+        let entity = scalar_at(payload, "/event/channel")
+            .or_else(|| scalar_at(payload, "/event/item/channel"));
         return Ok((t.to_owned(), event_type, entity));
     }
     if let Some(command) = str_at(payload, "/command") {
-        return Ok(("command".into(), format!("command.{}", command.trim_start_matches('/')), scalar_at(payload, "/channel_id")));
+        return Ok((
+            "command".into(),
+            format!("command.{}", command.trim_start_matches('/')),
+            scalar_at(payload, "/channel_id"),
+        ));
     }
     if let Some(t) = str_at(payload, "/payload/type").or_else(|| str_at(payload, "/type")) {
         return Ok((t.to_owned(), t.to_owned(), None));
@@ -228,8 +292,15 @@ fn generic(r: &Received, payload: &Value, options: &Options) -> Result<Parsed, P
     let module = options
         .get("module_pointer")
         .and_then(|p| scalar_at(payload, p))
-        .unwrap_or_else(|| event_type.split_once('.').map_or(event_type.as_str(), |(m, _)| m).to_owned());
-    let entity = options.get("entity_pointer").and_then(|p| scalar_at(payload, p));
+        .unwrap_or_else(|| {
+            event_type
+                .split_once('.')
+                .map_or(event_type.as_str(), |(m, _)| m)
+                .to_owned()
+        });
+    let entity = options
+        .get("entity_pointer")
+        .and_then(|p| scalar_at(payload, p));
     Ok((module, event_type, entity))
 }
 
@@ -239,7 +310,12 @@ mod tests {
     use crate::envelope::Envelope;
     use crate::ids::SourceId;
 
-    fn received(provider: ProviderKind, ct: &str, event_type: Option<&str>, fwd: Vec<(&str, &str)>) -> Received {
+    fn received(
+        provider: ProviderKind,
+        ct: &str,
+        event_type: Option<&str>,
+        fwd: Vec<(&str, &str)>,
+    ) -> Received {
         let source = SourceId::parse("s1").unwrap();
         let env = Envelope {
             event_id: EventId::new(),
@@ -257,48 +333,138 @@ mod tests {
 
     #[test]
     fn github_issue_event() {
-        let r = received(ProviderKind::Github, "application/json", Some("issues"), vec![("x-github-event", "issues")]);
-        let e = normalize(&r, br#"{"action":"opened","issue":{"id":42}}"#, &Options::new()).unwrap();
-        assert_eq!((e.module.as_str(), e.event_type.as_str(), e.entity_id.as_deref()), ("issues", "issues.opened", Some("42")));
+        let r = received(
+            ProviderKind::Github,
+            "application/json",
+            Some("issues"),
+            vec![("x-github-event", "issues")],
+        );
+        let e = normalize(
+            &r,
+            br#"{"action":"opened","issue":{"id":42}}"#,
+            &Options::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                e.module.as_str(),
+                e.event_type.as_str(),
+                e.entity_id.as_deref()
+            ),
+            ("issues", "issues.opened", Some("42"))
+        );
     }
 
     #[test]
     fn github_form_encoded_payload() {
-        let r = received(ProviderKind::Github, "application/x-www-form-urlencoded", None, vec![("x-github-event", "ping")]);
-        let e = normalize(&r, b"payload=%7B%22zen%22%3A%22hi%22%2C%22hook_id%22%3A7%7D", &Options::new()).unwrap();
-        assert_eq!((e.module.as_str(), e.entity_id.as_deref()), ("ping", Some("7")));
-        assert_eq!(e.payload["payload"]["zen"], "hi");
+        let r = received(
+            ProviderKind::Github,
+            "application/x-www-form-urlencoded",
+            None,
+            vec![("x-github-event", "ping")],
+        );
+        let e = normalize(
+            &r,
+            b"payload=%7B%22zen%22%3A%22hi%22%2C%22hook_id%22%3A7%7D",
+            &Options::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (e.module.as_str(), e.entity_id.as_deref()),
+            ("ping", Some("7"))
+        );
+        assert_eq!(e.payload["zen"], "hi");
     }
 
     #[test]
     fn stripe_module_is_the_object_family() {
         let r = received(ProviderKind::Stripe, "application/json", None, vec![]);
         let e = normalize(&r, br#"{"id":"evt_1","type":"customer.subscription.created","data":{"object":{"id":"sub_1"}}}"#, &Options::new()).unwrap();
-        assert_eq!((e.module.as_str(), e.event_type.as_str(), e.entity_id.as_deref()), ("customer.subscription", "customer.subscription.created", Some("sub_1")));
+        assert_eq!(
+            (
+                e.module.as_str(),
+                e.event_type.as_str(),
+                e.entity_id.as_deref()
+            ),
+            (
+                "customer.subscription",
+                "customer.subscription.created",
+                Some("sub_1")
+            )
+        );
     }
 
     #[test]
     fn shopify_topic() {
-        let r = received(ProviderKind::Shopify, "application/json", None, vec![("x-shopify-topic", "orders/create")]);
+        let r = received(
+            ProviderKind::Shopify,
+            "application/json",
+            None,
+            vec![("x-shopify-topic", "orders/create")],
+        );
         let e = normalize(&r, br#"{"id":820982911946154508}"#, &Options::new()).unwrap();
-        assert_eq!((e.module.as_str(), e.event_type.as_str(), e.entity_id.as_deref()), ("orders", "orders.create", Some("820982911946154508")));
+        assert_eq!(
+            (
+                e.module.as_str(),
+                e.event_type.as_str(),
+                e.entity_id.as_deref()
+            ),
+            ("orders", "orders.create", Some("820982911946154508"))
+        );
     }
 
     #[test]
     fn slack_events_and_commands() {
         let r = received(ProviderKind::Slack, "application/json", None, vec![]);
         let e = normalize(&r, br#"{"type":"event_callback","event_id":"Ev1","event":{"type":"message","channel":"C1"}}"#, &Options::new()).unwrap();
-        assert_eq!((e.module.as_str(), e.event_type.as_str(), e.entity_id.as_deref()), ("message", "message", Some("C1")));
-        let r = received(ProviderKind::Slack, "application/x-www-form-urlencoded", None, vec![]);
-        let e = normalize(&r, b"command=%2Fweather&text=94070&channel_id=C2", &Options::new()).unwrap();
-        assert_eq!((e.module.as_str(), e.event_type.as_str()), ("command", "command.weather"));
+        assert_eq!(
+            (
+                e.module.as_str(),
+                e.event_type.as_str(),
+                e.entity_id.as_deref()
+            ),
+            ("message", "message", Some("C1"))
+        );
+        let r = received(
+            ProviderKind::Slack,
+            "application/x-www-form-urlencoded",
+            None,
+            vec![],
+        );
+        let e = normalize(
+            &r,
+            b"command=%2Fweather&text=94070&channel_id=C2",
+            &Options::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (e.module.as_str(), e.event_type.as_str()),
+            ("command", "command.weather")
+        );
     }
 
     #[test]
     fn standard_webhooks_type_prefix() {
-        let r = received(ProviderKind::StandardWebhooks, "application/json", None, vec![]);
-        let e = normalize(&r, br#"{"type":"contact.created","data":{"id":"c_1"}}"#, &Options::new()).unwrap();
-        assert_eq!((e.module.as_str(), e.event_type.as_str(), e.entity_id.as_deref()), ("contact", "contact.created", Some("c_1")));
+        let r = received(
+            ProviderKind::StandardWebhooks,
+            "application/json",
+            None,
+            vec![],
+        );
+        let e = normalize(
+            &r,
+            br#"{"type":"contact.created","data":{"id":"c_1"}}"#,
+            &Options::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                e.module.as_str(),
+                e.event_type.as_str(),
+                e.entity_id.as_deref()
+            ),
+            ("contact", "contact.created", Some("c_1"))
+        );
     }
 
     #[test]
@@ -308,15 +474,36 @@ mod tests {
         o.insert("event_type_pointer".into(), "/kind".into());
         o.insert("entity_pointer".into(), "/obj/id".into());
         let e = normalize(&r, br#"{"kind":"invoice.paid","obj":{"id":5}}"#, &o).unwrap();
-        assert_eq!((e.module.as_str(), e.event_type.as_str(), e.entity_id.as_deref()), ("invoice", "invoice.paid", Some("5")));
+        assert_eq!(
+            (
+                e.module.as_str(),
+                e.event_type.as_str(),
+                e.entity_id.as_deref()
+            ),
+            ("invoice", "invoice.paid", Some("5"))
+        );
     }
 
     #[test]
     fn unparseable_payloads_are_errors_not_panics() {
         let r = received(ProviderKind::Stripe, "application/json", None, vec![]);
-        assert!(matches!(normalize(&r, b"{not json", &Options::new()), Err(ParseError::NotJson(_))));
-        assert!(matches!(normalize(&r, b"{}", &Options::new()), Err(ParseError::MissingField("type"))));
-        let r = received(ProviderKind::Github, "image/png", None, vec![("x-github-event", "push")]);
-        assert!(matches!(normalize(&r, b"\x89PNG", &Options::new()), Err(ParseError::ContentType(_))));
+        assert!(matches!(
+            normalize(&r, b"{not json", &Options::new()),
+            Err(ParseError::NotJson(_))
+        ));
+        assert!(matches!(
+            normalize(&r, b"{}", &Options::new()),
+            Err(ParseError::MissingField("type"))
+        ));
+        let r = received(
+            ProviderKind::Github,
+            "image/png",
+            None,
+            vec![("x-github-event", "push")],
+        );
+        assert!(matches!(
+            normalize(&r, b"\x89PNG", &Options::new()),
+            Err(ParseError::ContentType(_))
+        ));
     }
 }

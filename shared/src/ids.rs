@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 /// A source id: 1–64 characters of `[A-Za-z0-9_-]`, so it is safe in a URL path, a metric label
 /// and a log line without escaping.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct SourceId(String);
 
@@ -19,8 +21,13 @@ impl SourceId {
     pub fn parse(s: &str) -> Result<Self, InvalidSourceId> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok { Ok(Self(s.to_owned())) } else { Err(InvalidSourceId(s.chars().take(80).collect())) }
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidSourceId(s.chars().take(80).collect()))
+        }
     }
 
     /// A fresh id such as `src_01jd…` (UUID v7, so ids sort by creation time).

@@ -2,7 +2,9 @@
 //! metrics are a struct registered here so names live in one place (dashboards and alert rules
 //! are checked against them).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// Renders `registry` in the Prometheus text format.
 pub fn render(registry: &Registry) -> String {
@@ -13,15 +15,26 @@ pub fn render(registry: &Registry) -> String {
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     c
 }
 
-fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry.register(Box::new(h.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(h.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     h
 }
 
@@ -50,13 +63,25 @@ impl IngressMetrics {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         let registry = Registry::new();
-        let latency = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
-        let broker_up = IntGauge::new("hookline_ingress_broker_up", "1 while the broker connection is open")
+        let latency = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
+        let broker_up = IntGauge::new(
+            "hookline_ingress_broker_up",
+            "1 while the broker connection is open",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        registry
+            .register(Box::new(broker_up.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
-        registry.register(Box::new(broker_up.clone())).unwrap_or_else(|e| panic!("{e}"));
-        let sources_cached = IntGauge::new("hookline_ingress_sources_cached", "Sources in the ingress cache")
+        let sources_cached = IntGauge::new(
+            "hookline_ingress_sources_cached",
+            "Sources in the ingress cache",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        registry
+            .register(Box::new(sources_cached.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
-        registry.register(Box::new(sources_cached.clone())).unwrap_or_else(|e| panic!("{e}"));
         Self {
             requests: counter(
                 &registry,
@@ -134,16 +159,28 @@ impl WorkerMetrics {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         let registry = Registry::new();
-        let latency = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+        let latency = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ];
         let circuit_state = prometheus::IntGaugeVec::new(
-            Opts::new("hookline_worker_circuit_state", "Circuit breaker per HTTP handler: 0 closed, 1 open, 2 half-open"),
+            Opts::new(
+                "hookline_worker_circuit_state",
+                "Circuit breaker per HTTP handler: 0 closed, 1 open, 2 half-open",
+            ),
             &["handler"],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        registry.register(Box::new(circuit_state.clone())).unwrap_or_else(|e| panic!("{e}"));
-        let broker_up = IntGauge::new("hookline_worker_broker_up", "1 while the broker connection is open")
+        registry
+            .register(Box::new(circuit_state.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
-        registry.register(Box::new(broker_up.clone())).unwrap_or_else(|e| panic!("{e}"));
+        let broker_up = IntGauge::new(
+            "hookline_worker_broker_up",
+            "1 while the broker connection is open",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        registry
+            .register(Box::new(broker_up.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
         Self {
             events: counter(
                 &registry,
@@ -165,7 +202,12 @@ impl WorkerMetrics {
                 &["queue"],
                 vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
             ),
-            retries: counter(&registry, "hookline_worker_retries_total", "Retries scheduled, by rung", &["rung"]),
+            retries: counter(
+                &registry,
+                "hookline_worker_retries_total",
+                "Retries scheduled, by rung",
+                &["rung"],
+            ),
             dead_letters: counter(
                 &registry,
                 "hookline_worker_dead_letters_total",

@@ -58,7 +58,9 @@ pub enum KeyError {
 pub enum SealError {
     #[error("stored secret is too short to be an AES-GCM ciphertext")]
     Truncated,
-    #[error("stored secret cannot be decrypted with this HOOKLINE_SECRET_KEY (wrong key or tampered row)")]
+    #[error(
+        "stored secret cannot be decrypted with this HOOKLINE_SECRET_KEY (wrong key or tampered row)"
+    )]
     Decrypt,
 }
 
@@ -106,7 +108,10 @@ impl SecretKey {
     pub fn seal(&self, secret: &Secret, context: &str) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        let payload = aes_gcm::aead::Payload { msg: secret.expose(), aad: context.as_bytes() };
+        let payload = aes_gcm::aead::Payload {
+            msg: secret.expose(),
+            aad: context.as_bytes(),
+        };
         // Encryption with a valid key and a 12-byte nonce cannot fail for inputs under 64 GiB.
         let ct = self
             .cipher()
@@ -124,7 +129,10 @@ impl SecretKey {
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_from(nonce).map_err(|_| SealError::Truncated)?;
-        let payload = aes_gcm::aead::Payload { msg: ct, aad: context.as_bytes() };
+        let payload = aes_gcm::aead::Payload {
+            msg: ct,
+            aad: context.as_bytes(),
+        };
         self.cipher()
             .decrypt(&nonce, payload)
             .map(Secret)
@@ -142,16 +150,31 @@ mod tests {
         let s = Secret::from("whsec_abc");
         let sealed = key.seal(&s, "src_a");
         assert_eq!(key.open(&sealed, "src_a").unwrap(), s);
-        assert!(matches!(key.open(&sealed, "src_b"), Err(SealError::Decrypt)));
+        assert!(matches!(
+            key.open(&sealed, "src_b"),
+            Err(SealError::Decrypt)
+        ));
         let other = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
-        assert!(matches!(other.open(&sealed, "src_a"), Err(SealError::Decrypt)));
-        assert!(matches!(key.open(&sealed[..10], "src_a"), Err(SealError::Truncated)));
+        assert!(matches!(
+            other.open(&sealed, "src_a"),
+            Err(SealError::Decrypt)
+        ));
+        assert!(matches!(
+            key.open(&sealed[..10], "src_a"),
+            Err(SealError::Truncated)
+        ));
     }
 
     #[test]
     fn key_errors_say_what_is_wrong() {
-        assert!(matches!(SecretKey::from_base64("not base64!"), Err(KeyError::NotBase64)));
-        assert!(matches!(SecretKey::from_base64("AAAA"), Err(KeyError::WrongLength(3))));
+        assert!(matches!(
+            SecretKey::from_base64("not base64!"),
+            Err(KeyError::NotBase64)
+        ));
+        assert!(matches!(
+            SecretKey::from_base64("AAAA"),
+            Err(KeyError::WrongLength(3))
+        ));
     }
 
     #[test]

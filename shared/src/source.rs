@@ -143,32 +143,38 @@ impl SourceRepo {
         if new.tenant.is_empty() || new.tenant.len() > 128 {
             return Err(SourceError::BadTenant);
         }
-        providers::build_verifier(new.provider, SecretSet::single(new.secret.clone()), &new.options)?;
+        providers::build_verifier(
+            new.provider,
+            SecretSet::single(new.secret.clone()),
+            &new.options,
+        )?;
         let sealed = self.key.seal(&new.secret, new.id.as_str());
-        let options = serde_json::to_value(&new.options).map_err(|e| SourceError::BadOptions(e.to_string()))?;
+        let options = serde_json::to_value(&new.options)
+            .map_err(|e| SourceError::BadOptions(e.to_string()))?;
         let mut conn = self.pool.get().await?;
         let id = new.id.clone();
         let inserted = conn
             .transaction(async |conn| {
-                {
-                    let n = diesel::insert_into(sources::table)
+                let n = diesel::insert_into(sources::table)
+                    .values((
+                        sources::id.eq(new.id.as_str()),
+                        sources::tenant.eq(&new.tenant),
+                        sources::provider.eq(new.provider.as_str()),
+                        sources::options.eq(options),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
+                if n == 1 {
+                    diesel::insert_into(source_secrets::table)
                         .values((
-                            sources::id.eq(new.id.as_str()),
-                            sources::tenant.eq(&new.tenant),
-                            sources::provider.eq(new.provider.as_str()),
-                            sources::options.eq(options),
+                            source_secrets::source_id.eq(new.id.as_str()),
+                            source_secrets::sealed.eq(sealed),
                         ))
-                        .on_conflict_do_nothing()
                         .execute(conn)
                         .await?;
-                    if n == 1 {
-                        diesel::insert_into(source_secrets::table)
-                            .values((source_secrets::source_id.eq(new.id.as_str()), source_secrets::sealed.eq(sealed)))
-                            .execute(conn)
-                            .await?;
-                    }
-                    Ok::<_, diesel::result::Error>(n == 1)
                 }
+                Ok::<_, diesel::result::Error>(n == 1)
             })
             .await?;
         if !inserted {
@@ -188,7 +194,11 @@ impl SourceRepo {
             .ok_or_else(|| SourceError::NotFound(id.clone()))?;
         let secrets: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = source_secrets::table
             .filter(source_secrets::source_id.eq(id.as_str()))
-            .filter(source_secrets::expires_at.is_null().or(source_secrets::expires_at.gt(diesel::dsl::now)))
+            .filter(
+                source_secrets::expires_at
+                    .is_null()
+                    .or(source_secrets::expires_at.gt(diesel::dsl::now)),
+            )
             .order(source_secrets::id)
             .select((source_secrets::created_at, source_secrets::expires_at))
             .load(&mut conn)
@@ -198,7 +208,10 @@ impl SourceRepo {
 
     pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<SourceInfo>, SourceError> {
         let mut conn = self.pool.get().await?;
-        let mut q = sources::table.select(SOURCE_COLUMNS).order(sources::id).into_boxed();
+        let mut q = sources::table
+            .select(SOURCE_COLUMNS)
+            .order(sources::id)
+            .into_boxed();
         if let Some(t) = tenant {
             q = q.filter(sources::tenant.eq(t.to_owned()));
         }
@@ -207,9 +220,18 @@ impl SourceRepo {
     }
 
     /// Adds `secret` and lets the current ones verify for `grace` more (zero: immediately invalid).
-    pub async fn rotate_secret(&self, id: &SourceId, secret: Secret, grace: Duration) -> Result<SourceInfo, SourceError> {
+    pub async fn rotate_secret(
+        &self,
+        id: &SourceId,
+        secret: Secret,
+        grace: Duration,
+    ) -> Result<SourceInfo, SourceError> {
         let info = self.show(id).await?;
-        providers::build_verifier(info.provider, SecretSet::single(secret.clone()), &info.options)?;
+        providers::build_verifier(
+            info.provider,
+            SecretSet::single(secret.clone()),
+            &info.options,
+        )?;
         let sealed = self.key.seal(&secret, id.as_str());
         let until = Utc::now() + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         let mut conn = self.pool.get().await?;
@@ -227,13 +249,20 @@ impl SourceRepo {
                 diesel::update(
                     source_secrets::table
                         .filter(source_secrets::source_id.eq(&sid))
-                        .filter(source_secrets::expires_at.is_null().or(source_secrets::expires_at.gt(until))),
+                        .filter(
+                            source_secrets::expires_at
+                                .is_null()
+                                .or(source_secrets::expires_at.gt(until)),
+                        ),
                 )
                 .set(source_secrets::expires_at.eq(Some(until)))
                 .execute(conn)
                 .await?;
                 diesel::insert_into(source_secrets::table)
-                    .values((source_secrets::source_id.eq(&sid), source_secrets::sealed.eq(sealed)))
+                    .values((
+                        source_secrets::source_id.eq(&sid),
+                        source_secrets::sealed.eq(sealed),
+                    ))
                     .execute(conn)
                     .await?;
                 touch(conn, &sid).await?;
@@ -247,10 +276,17 @@ impl SourceRepo {
     pub async fn set_enabled(&self, id: &SourceId, enabled: bool) -> Result<(), SourceError> {
         let mut conn = self.pool.get().await?;
         let n = diesel::update(sources::table.filter(sources::id.eq(id.as_str())))
-            .set((sources::enabled.eq(enabled), sources::updated_at.eq(diesel::dsl::now)))
+            .set((
+                sources::enabled.eq(enabled),
+                sources::updated_at.eq(diesel::dsl::now),
+            ))
             .execute(&mut conn)
             .await?;
-        if n == 0 { Err(SourceError::NotFound(id.clone())) } else { Ok(()) }
+        if n == 0 {
+            Err(SourceError::NotFound(id.clone()))
+        } else {
+            Ok(())
+        }
     }
 
     pub async fn remove(&self, id: &SourceId) -> Result<(), SourceError> {
@@ -258,14 +294,20 @@ impl SourceRepo {
         let n = diesel::delete(sources::table.filter(sources::id.eq(id.as_str())))
             .execute(&mut conn)
             .await?;
-        if n == 0 { Err(SourceError::NotFound(id.clone())) } else { Ok(()) }
+        if n == 0 {
+            Err(SourceError::NotFound(id.clone()))
+        } else {
+            Ok(())
+        }
     }
 
     /// `(id, updated_at)` of every source, for the ingress cache to see what changed.
     pub async fn versions(&self) -> Result<Vec<(SourceId, DateTime<Utc>)>, SourceError> {
         let mut conn = self.pool.get().await?;
-        let rows: Vec<(String, DateTime<Utc>)> =
-            sources::table.select((sources::id, sources::updated_at)).load(&mut conn).await?;
+        let rows: Vec<(String, DateTime<Utc>)> = sources::table
+            .select((sources::id, sources::updated_at))
+            .load(&mut conn)
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(id, t)| SourceId::parse(&id).ok().map(|id| (id, t)))
@@ -289,11 +331,16 @@ impl SourceRepo {
             .select((source_secrets::sealed, source_secrets::expires_at))
             .load(&mut conn)
             .await?;
-        let provider: ProviderKind =
-            row.provider.parse().map_err(|_| SourceError::UnknownProvider(row.provider.clone()))?;
+        let provider: ProviderKind = row
+            .provider
+            .parse()
+            .map_err(|_| SourceError::UnknownProvider(row.provider.clone()))?;
         let mut secrets = Vec::with_capacity(sealed.len());
         for (bytes, expires_at) in sealed {
-            secrets.push(SecretEntry { value: self.key.open(&bytes, id.as_str())?, expires_at: expires_at.map(to_system) });
+            secrets.push(SecretEntry {
+                value: self.key.open(&bytes, id.as_str())?,
+                expires_at: expires_at.map(to_system),
+            });
         }
         Ok(Some(LoadedSource {
             id: id.clone(),
@@ -307,7 +354,10 @@ impl SourceRepo {
     }
 }
 
-async fn touch(conn: &mut diesel_async::AsyncPgConnection, id: &str) -> Result<(), diesel::result::Error> {
+async fn touch(
+    conn: &mut diesel_async::AsyncPgConnection,
+    id: &str,
+) -> Result<(), diesel::result::Error> {
     diesel::update(sources::table.filter(sources::id.eq(id)))
         .set(sources::updated_at.eq(diesel::dsl::now))
         .execute(conn)
@@ -315,8 +365,14 @@ async fn touch(conn: &mut diesel_async::AsyncPgConnection, id: &str) -> Result<(
         .map(|_| ())
 }
 
-fn info(row: SourceRow, secrets: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>) -> Result<SourceInfo, SourceError> {
-    let provider: ProviderKind = row.provider.parse().map_err(|_| SourceError::UnknownProvider(row.provider.clone()))?;
+fn info(
+    row: SourceRow,
+    secrets: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+) -> Result<SourceInfo, SourceError> {
+    let provider: ProviderKind = row
+        .provider
+        .parse()
+        .map_err(|_| SourceError::UnknownProvider(row.provider.clone()))?;
     let id = SourceId::parse(&row.id).map_err(|e| SourceError::BadOptions(e.to_string()))?;
     Ok(SourceInfo {
         path: format!("/webhooks/{id}"),
@@ -327,6 +383,12 @@ fn info(row: SourceRow, secrets: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>) ->
         enabled: row.enabled,
         created_at: row.created_at,
         updated_at: row.updated_at,
-        secrets: secrets.into_iter().map(|(created_at, expires_at)| SecretSummary { created_at, expires_at }).collect(),
+        secrets: secrets
+            .into_iter()
+            .map(|(created_at, expires_at)| SecretSummary {
+                created_at,
+                expires_at,
+            })
+            .collect(),
     })
 }

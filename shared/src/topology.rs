@@ -48,7 +48,10 @@ impl Topology {
     /// Declares everything. Declaring what exists with the same arguments is a no-op; different
     /// arguments fail with a message saying which queue and how to fix it.
     pub async fn declare(&self, ch: &Channel) -> Result<(), TopologyError> {
-        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         for (name, kind) in [
             (INGRESS_EXCHANGE, ExchangeKind::Direct),
             (RETRY_EXCHANGE, ExchangeKind::Direct),
@@ -60,8 +63,14 @@ impl Topology {
         }
 
         let mut work = quorum_args();
-        work.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(self.delivery_limit));
-        work.insert("x-max-length".into(), AMQPValue::LongLongInt(self.queue_max_length));
+        work.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(self.delivery_limit),
+        );
+        work.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(self.queue_max_length),
+        );
         work.insert("x-dead-letter-exchange".into(), long_string(DEAD_EXCHANGE));
         declare_queue(ch, WORK_QUEUE, work).await?;
         bind(ch, WORK_QUEUE, INGRESS_EXCHANGE, WORK_ROUTING_KEY).await?;
@@ -69,9 +78,18 @@ impl Topology {
         for ttl in &self.retry_schedule {
             let name = Self::wait_queue(*ttl);
             let mut args = quorum_args();
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl.as_millis() as i64));
-            args.insert("x-dead-letter-exchange".into(), long_string(INGRESS_EXCHANGE));
-            args.insert("x-dead-letter-routing-key".into(), long_string(WORK_ROUTING_KEY));
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(ttl.as_millis() as i64),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                long_string(INGRESS_EXCHANGE),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                long_string(WORK_ROUTING_KEY),
+            );
             declare_queue(ch, &name, args).await?;
             bind(ch, &name, RETRY_EXCHANGE, &name).await?;
         }
@@ -90,7 +108,10 @@ fn quorum_args() -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), long_string("quorum"));
     args.insert("x-overflow".into(), long_string("reject-publish"));
-    args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+    args.insert(
+        "x-dead-letter-strategy".into(),
+        long_string("at-least-once"),
+    );
     args
 }
 
@@ -99,7 +120,10 @@ fn long_string(s: &str) -> AMQPValue {
 }
 
 async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), TopologyError> {
-    let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     ch.queue_declare(ShortString::from(name), opts, args)
         .await
         .map(|_| ())
@@ -107,9 +131,15 @@ async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(),
 }
 
 async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), TopologyError> {
-    ch.queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .map_err(|e| TopologyError::new(queue, e))
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| TopologyError::new(queue, e))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +158,10 @@ impl TopologyError {
         } else {
             ""
         };
-        Self { name: name.to_owned(), hint, source }
+        Self {
+            name: name.to_owned(),
+            hint,
+            source,
+        }
     }
 }

@@ -33,14 +33,25 @@ impl Worker {
             None => Routes::store_everything(),
         };
         let pool = db::pool(&settings.database_url, settings.database_pool_size)?;
-        let pending = db::pending_migrations(&pool)
-            .await
-            .with_context(|| format!("cannot reach the database at {}", db::redact_url(&settings.database_url)))?;
+        let pending = db::pending_migrations(&pool).await.with_context(|| {
+            format!(
+                "cannot reach the database at {}",
+                db::redact_url(&settings.database_url)
+            )
+        })?;
         if !pending.is_empty() {
-            anyhow::bail!("the database is not migrated ({} pending); run `hookline-worker migrate` first", pending.len());
+            anyhow::bail!(
+                "the database is not migrated ({} pending); run `hookline-worker migrate` first",
+                pending.len()
+            );
         }
         // Every rung any handler may use must exist as a wait queue.
-        let mut rungs: Vec<Duration> = settings.retry_schedule.iter().chain(routes.schedules()).copied().collect();
+        let mut rungs: Vec<Duration> = settings
+            .retry_schedule
+            .iter()
+            .chain(routes.schedules())
+            .copied()
+            .collect();
         rungs.sort();
         rungs.dedup();
         let mut topology = Topology::from_settings(&settings);
@@ -51,7 +62,10 @@ impl Worker {
         let broker = Broker::start(
             BrokerOptions {
                 url: settings.amqp_url.clone(),
-                connection_name: format!("hookline-worker@{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into())),
+                connection_name: format!(
+                    "hookline-worker@{}",
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into())
+                ),
                 publisher_channels: settings.publisher_channels,
                 publish_timeout: Duration::from_secs(10),
                 topology,
@@ -76,14 +90,23 @@ impl Worker {
             options_cache: Default::default(),
         });
 
-        let listener = std::net::TcpListener::bind(&settings.worker_addr)
-            .with_context(|| format!("HOOKLINE_WORKER_ADDR `{}` cannot be bound", settings.worker_addr))?;
+        let listener = std::net::TcpListener::bind(&settings.worker_addr).with_context(|| {
+            format!(
+                "HOOKLINE_WORKER_ADDR `{}` cannot be bound",
+                settings.worker_addr
+            )
+        })?;
         let addr = listener.local_addr()?;
         let data = web::Data::from(ctx.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
+                .route(
+                    "/healthz",
+                    web::get().to(|| async {
+                        HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+                    }),
+                )
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_text))
         })
@@ -91,7 +114,12 @@ impl Worker {
         .disable_signals()
         .listen(listener)?
         .run();
-        Ok(Self { ctx, server, addr, shutdown })
+        Ok(Self {
+            ctx,
+            server,
+            addr,
+            shutdown,
+        })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -142,13 +170,19 @@ async fn shutdown_signal() {
 
 async fn readyz(ctx: web::Data<Ctx>) -> HttpResponse {
     let broker = ctx.broker.is_ready();
-    let database = tokio::time::timeout(Duration::from_secs(2), db::ping(&ctx.pool)).await.is_ok_and(|r| r.is_ok());
+    let database = tokio::time::timeout(Duration::from_secs(2), db::ping(&ctx.pool))
+        .await
+        .is_ok_and(|r| r.is_ok());
     let body = serde_json::json!({
         "status": if broker && database { "ready" } else { "not_ready" },
         "broker": if broker { "ok" } else { "down" },
         "database": if database { "ok" } else { "down" },
     });
-    if broker && database { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    if broker && database {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }
 
 async fn metrics_text(ctx: web::Data<Ctx>) -> HttpResponse {

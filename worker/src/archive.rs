@@ -31,7 +31,13 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         };
         let consumer = async {
             ch.basic_qos(50, BasicQosOptions::default()).await?;
-            ch.basic_consume(PARKED_QUEUE.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await
+            ch.basic_consume(
+                PARKED_QUEUE.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
         }
         .await;
         let Ok(mut consumer) = consumer else {
@@ -48,7 +54,9 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             };
             let record = to_record(&delivery);
             let result = match &record {
-                Some(r) => store::archive(&ctx.pool, r).await.map_err(|e| e.to_string()),
+                Some(r) => store::archive(&ctx.pool, r)
+                    .await
+                    .map_err(|e| e.to_string()),
                 None => Err("not a hookline message".to_owned()),
             };
             match (result, record) {
@@ -58,12 +66,20 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                 }
                 (Err(e), Some(_)) => {
                     tracing::warn!(error = %e, "cannot archive dead letter; it stays parked");
-                    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    let _ = delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 (_, None) => {
                     // Leave foreign messages in the parking queue for a human; do not spin on them.
-                    tracing::warn!("message without a hookline event id in {PARKED_QUEUE}; left unacked until restart");
+                    tracing::warn!(
+                        "message without a hookline event id in {PARKED_QUEUE}; left unacked until restart"
+                    );
                 }
             }
         }
@@ -73,7 +89,10 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 
 fn to_record(d: &Delivery) -> Option<NewDeadLetter> {
     let p = &d.properties;
-    let event_id = p.message_id().as_ref().and_then(|id| uuid::Uuid::parse_str(id.as_str()).ok())?;
+    let event_id = p
+        .message_id()
+        .as_ref()
+        .and_then(|id| uuid::Uuid::parse_str(id.as_str()).ok())?;
     let h = |n: &str| envelope::header(p, n).map(str::to_owned);
     let broker_reason = h("x-first-death-reason");
     let (reason, error) = match h(H_DL_REASON) {
@@ -81,9 +100,13 @@ fn to_record(d: &Delivery) -> Option<NewDeadLetter> {
         None => match broker_reason.as_deref() {
             Some("delivery_limit") => (
                 "delivery_limit".to_owned(),
-                "delivered too many times without being settled (it crashed or stalled workers)".to_owned(),
+                "delivered too many times without being settled (it crashed or stalled workers)"
+                    .to_owned(),
             ),
-            Some(other) => (other.to_owned(), format!("dead-lettered by the broker: {other}")),
+            Some(other) => (
+                other.to_owned(),
+                format!("dead-lettered by the broker: {other}"),
+            ),
             None => ("unknown".to_owned(), String::new()),
         },
     };

@@ -109,7 +109,10 @@ pub enum HandlerSpec {
 impl HandlerSpec {
     pub fn retry(&self) -> &RetrySpec {
         match self {
-            HandlerSpec::Store { retry } | HandlerSpec::Http { retry, .. } | HandlerSpec::Amqp { retry, .. } | HandlerSpec::Log { retry } => retry,
+            HandlerSpec::Store { retry }
+            | HandlerSpec::Http { retry, .. }
+            | HandlerSpec::Amqp { retry, .. }
+            | HandlerSpec::Log { retry } => retry,
         }
     }
 }
@@ -125,7 +128,12 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Er
 
 fn de_durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Duration>>, D::Error> {
     let v: Option<Vec<String>> = Option::deserialize(d)?;
-    v.map(|v| v.iter().map(|s| parse_duration(s).map_err(serde::de::Error::custom)).collect()).transpose()
+    v.map(|v| {
+        v.iter()
+            .map(|s| parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    })
+    .transpose()
 }
 
 /// How often a handler is retried, and how long between attempts.
@@ -143,7 +151,10 @@ pub struct RetrySpec {
 
 impl Default for RetrySpec {
     fn default() -> Self {
-        Self { max_attempts: default_attempts(), schedule: None }
+        Self {
+            max_attempts: default_attempts(),
+            schedule: None,
+        }
     }
 }
 
@@ -174,44 +185,83 @@ impl Routes {
     /// Every event to the store handler.
     pub fn store_everything() -> Self {
         let mut handlers = BTreeMap::new();
-        handlers.insert(STORE.to_owned(), HandlerSpec::Store { retry: RetrySpec::default() });
+        handlers.insert(
+            STORE.to_owned(),
+            HandlerSpec::Store {
+                retry: RetrySpec::default(),
+            },
+        );
         Self {
             unrouted: Unrouted::Store,
-            routes: vec![Route { source: star(), provider: star(), module: star(), event_type: star(), handlers: vec![STORE.into()] }],
+            routes: vec![Route {
+                source: star(),
+                provider: star(),
+                module: star(),
+                event_type: star(),
+                handlers: vec![STORE.into()],
+            }],
             handlers,
         }
     }
 
     pub fn load(path: &Path) -> Result<Self, RoutesError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RoutesError::File { path: path.display().to_string(), reason: e.to_string() })?;
-        Self::parse(&text).map_err(|e| RoutesError::File { path: path.display().to_string(), reason: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|e| RoutesError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|e| RoutesError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
     }
 
     pub fn parse(text: &str) -> Result<Self, RoutesError> {
-        let file: RoutesFile = toml::from_str(text).map_err(|e| RoutesError::Invalid(e.to_string()))?;
+        let file: RoutesFile =
+            toml::from_str(text).map_err(|e| RoutesError::Invalid(e.to_string()))?;
         let mut handlers = file.handlers;
         // `store` and `log` exist without being declared.
-        handlers.entry(STORE.into()).or_insert(HandlerSpec::Store { retry: RetrySpec::default() });
-        handlers.entry("log".into()).or_insert(HandlerSpec::Log { retry: RetrySpec::default() });
+        handlers.entry(STORE.into()).or_insert(HandlerSpec::Store {
+            retry: RetrySpec::default(),
+        });
+        handlers.entry("log".into()).or_insert(HandlerSpec::Log {
+            retry: RetrySpec::default(),
+        });
         for (name, h) in &handlers {
             if h.retry().max_attempts == 0 {
-                return Err(RoutesError::Invalid(format!("handler `{name}`: retry.max_attempts must be at least 1")));
+                return Err(RoutesError::Invalid(format!(
+                    "handler `{name}`: retry.max_attempts must be at least 1"
+                )));
             }
         }
         let mut routes = Vec::with_capacity(file.routes.len());
         for (i, r) in file.routes.into_iter().enumerate() {
             if r.handlers.is_empty() {
-                return Err(RoutesError::Invalid(format!("route {} has no handlers", i + 1)));
+                return Err(RoutesError::Invalid(format!(
+                    "route {} has no handlers",
+                    i + 1
+                )));
             }
             for h in &r.handlers {
                 if !handlers.contains_key(h) {
-                    return Err(RoutesError::Invalid(format!("route {} names handler `{h}`, which is not defined under [handlers]", i + 1)));
+                    return Err(RoutesError::Invalid(format!(
+                        "route {} names handler `{h}`, which is not defined under [handlers]",
+                        i + 1
+                    )));
                 }
             }
-            routes.push(Route { source: r.source, provider: r.provider, module: r.module, event_type: r.event_type, handlers: r.handlers });
+            routes.push(Route {
+                source: r.source,
+                provider: r.provider,
+                module: r.module,
+                event_type: r.event_type,
+                handlers: r.handlers,
+            });
         }
-        Ok(Self { unrouted: file.unrouted, routes, handlers })
+        Ok(Self {
+            unrouted: file.unrouted,
+            routes,
+            handlers,
+        })
     }
 
     /// The handlers for `event`, in order; `None` when no route matches.
@@ -229,7 +279,10 @@ impl Routes {
 
     /// Every wait-queue TTL some handler's schedule uses.
     pub fn schedules(&self) -> impl Iterator<Item = &Duration> {
-        self.handlers.values().filter_map(|h| h.retry().schedule.as_ref()).flatten()
+        self.handlers
+            .values()
+            .filter_map(|h| h.retry().schedule.as_ref())
+            .flatten()
     }
 }
 
@@ -296,9 +349,13 @@ mod tests {
         .unwrap();
         assert_eq!(r.unrouted, Unrouted::Drop);
         assert_eq!(r.schedules().count(), 2);
-        let err = Routes::parse("[[route]]\nhandlers = [\"nope\"]\n").unwrap_err().to_string();
+        let err = Routes::parse("[[route]]\nhandlers = [\"nope\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`nope`"), "{err}");
-        let err = Routes::parse("[handlers.x]\ntype = \"smtp\"\n").unwrap_err().to_string();
+        let err = Routes::parse("[handlers.x]\ntype = \"smtp\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("smtp"), "{err}");
     }
 }

@@ -20,7 +20,9 @@ use hookline_shared::providers::{Options, ProviderKind};
 use hookline_shared::source::SourceRepo;
 use hookline_shared::topology::{DEAD_EXCHANGE, RETRY_EXCHANGE, Topology, WORK_QUEUE};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use rand::Rng;
 use tokio::sync::Semaphore;
@@ -73,8 +75,15 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         };
         let tag = format!("hookline-worker-{}", Uuid::now_v7().simple());
         let consumer = async {
-            ch.basic_qos(ctx.prefetch, BasicQosOptions::default()).await?;
-            ch.basic_consume(WORK_QUEUE.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await
+            ch.basic_qos(ctx.prefetch, BasicQosOptions::default())
+                .await?;
+            ch.basic_consume(
+                WORK_QUEUE.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
         }
         .await;
         let mut consumer = match consumer {
@@ -103,26 +112,44 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                     Ok(Some(Err(_)) | None) | Err(_) => break,
                 }
             }
-            let Ok(permit) = inflight.clone().acquire_owned().await else { break 'batches };
+            let Ok(permit) = inflight.clone().acquire_owned().await else {
+                break 'batches;
+            };
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                ctx.metrics.batch_size.with_label_values(&[WORK_QUEUE]).observe(batch.len() as f64);
+                ctx.metrics
+                    .batch_size
+                    .with_label_values(&[WORK_QUEUE])
+                    .observe(batch.len() as f64);
                 let ackers: Vec<lapin::Acker> = batch.iter().map(|d| d.acker.clone()).collect();
-                if std::panic::AssertUnwindSafe(process_batch(&ctx, batch)).catch_unwind().await.is_err() {
+                if std::panic::AssertUnwindSafe(process_batch(&ctx, batch))
+                    .catch_unwind()
+                    .await
+                    .is_err()
+                {
                     // Hand back what was not settled; the delivery limit parks a message that
                     // keeps doing this.
                     tracing::error!("handling a batch panicked; requeueing its unsettled messages");
                     for a in ackers {
-                        let _ = a.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                        let _ = a
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await;
                     }
                 }
                 drop(permit);
             });
         }
         if shutdown.is_cancelled() {
-            let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+            let _ = ch
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
             let all = u32::try_from(ctx.batches_in_flight).unwrap_or(u32::MAX);
-            let drained = tokio::time::timeout(ctx.drain_timeout, inflight.acquire_many(all)).await.is_ok();
+            let drained = tokio::time::timeout(ctx.drain_timeout, inflight.acquire_many(all))
+                .await
+                .is_ok();
             if drained {
                 tracing::info!("in-flight batches finished");
             } else {
@@ -147,7 +174,14 @@ struct Item {
 async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
     let mut items = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
-        let mut item = Item { delivery, received: None, event: None, handlers: Vec::new(), failure: None, rejected: None };
+        let mut item = Item {
+            delivery,
+            received: None,
+            event: None,
+            handlers: Vec::new(),
+            failure: None,
+            rejected: None,
+        };
         match Received::from_properties(&item.delivery.properties) {
             Err(e) => item.rejected = Some((e.reason(), e.to_string())),
             Ok(r) => {
@@ -164,11 +198,17 @@ async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
                 Some(h) => item.handlers = h.to_vec(),
                 None => match ctx.routes.unrouted {
                     Unrouted::Store => {
-                        ctx.metrics.unrouted.with_label_values(&[&ev.module, "stored"]).inc();
+                        ctx.metrics
+                            .unrouted
+                            .with_label_values(&[&ev.module, "stored"])
+                            .inc();
                         item.handlers = vec![STORE.to_owned()];
                     }
                     Unrouted::Drop => {
-                        ctx.metrics.unrouted.with_label_values(&[&ev.module, "dropped"]).inc();
+                        ctx.metrics
+                            .unrouted
+                            .with_label_values(&[&ev.module, "dropped"])
+                            .inc();
                     }
                 },
             }
@@ -177,14 +217,24 @@ async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
     }
 
     // Skip handlers that already succeeded for a redelivered event.
-    let ids: Vec<Uuid> = items.iter().filter_map(|i| i.event.as_ref().map(|e| e.id.0)).collect();
+    let ids: Vec<Uuid> = items
+        .iter()
+        .filter_map(|i| i.event.as_ref().map(|e| e.id.0))
+        .collect();
     let done: HashSet<(Uuid, String)> = match crate::store::processed(&ctx.pool, &ids).await {
         Ok(rows) => rows.into_iter().collect(),
         Err(e) => {
             // Without it we cannot tell what already ran: hand the whole batch back.
             tracing::warn!(error = %e, "cannot read processed markers; requeueing batch");
             for item in items {
-                let _ = item.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                let _ = item
+                    .delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
             }
             return;
         }
@@ -194,20 +244,34 @@ async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
     for stage in 0..stages {
         let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
         for (idx, item) in items.iter().enumerate() {
-            let (Some(ev), None) = (&item.event, &item.failure) else { continue };
-            let Some(h) = item.handlers.get(stage) else { continue };
+            let (Some(ev), None) = (&item.event, &item.failure) else {
+                continue;
+            };
+            let Some(h) = item.handlers.get(stage) else {
+                continue;
+            };
             if done.contains(&(ev.id.0, h.clone())) {
-                ctx.metrics.events.with_label_values(&[&ev.module, h, "skipped"]).inc();
+                ctx.metrics
+                    .events
+                    .with_label_values(&[&ev.module, h, "skipped"])
+                    .inc();
                 continue;
             }
             groups.entry(h.clone()).or_default().push(idx);
         }
         let items_ref = &items;
         let runs = groups.into_iter().map(|(name, idxs)| {
-            let events: Vec<&NormalizedEvent> = idxs.iter().filter_map(|&i| items_ref[i].event.as_ref()).collect();
+            let events: Vec<&NormalizedEvent> = idxs
+                .iter()
+                .filter_map(|&i| items_ref[i].event.as_ref())
+                .collect();
             async move {
                 let name = name.as_str();
-                let timer = ctx.metrics.handler_seconds.with_label_values(&[name]).start_timer();
+                let timer = ctx
+                    .metrics
+                    .handler_seconds
+                    .with_label_values(&[name])
+                    .start_timer();
                 let outcomes = ctx.handlers.run(name, &events, &ctx.pool).await;
                 timer.observe_duration();
                 let ok: Vec<Uuid> = events
@@ -218,7 +282,9 @@ async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
                     .collect();
                 let marks_itself = ctx.handlers.get(name).is_some_and(|h| h.marks_itself());
                 let mut outcomes = outcomes;
-                if !marks_itself && let Err(e) = crate::store::mark_processed(&ctx.pool, name, &ok).await {
+                if !marks_itself
+                    && let Err(e) = crate::store::mark_processed(&ctx.pool, name, &ok).await
+                {
                     // The effect happened but is not recorded: a retry may repeat it, which
                     // beats losing the event. Retry so the marker gets written.
                     for o in outcomes.iter_mut().filter(|o| **o == Outcome::Done) {
@@ -228,12 +294,16 @@ async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
                 (name.to_owned(), idxs, outcomes)
             }
         });
-        let results: Vec<(String, Vec<usize>, Vec<Outcome>)> = futures::future::join_all(runs).await;
+        let results: Vec<(String, Vec<usize>, Vec<Outcome>)> =
+            futures::future::join_all(runs).await;
         for (name, idxs, outcomes) in results {
             for (idx, outcome) in idxs.into_iter().zip(outcomes) {
                 let item = &mut items[idx];
                 let module = item.event.as_ref().map(|e| e.module.as_str()).unwrap_or("");
-                ctx.metrics.events.with_label_values(&[module, &name, outcome.label()]).inc();
+                ctx.metrics
+                    .events
+                    .with_label_values(&[module, &name, outcome.label()])
+                    .inc();
                 if outcome != Outcome::Done {
                     item.failure = Some((name.clone(), outcome));
                 }
@@ -249,20 +319,57 @@ async fn settle(ctx: &Ctx, item: Item) {
     let attempt = item.received.as_ref().map_or(0, |r| r.attempt) + 1;
     let module = item.event.as_ref().map(|e| e.module.clone());
     let action = if let Some((reason, error)) = &item.rejected {
-        dead_letter(ctx, &item.delivery, reason, None, error, attempt, module.as_deref()).await
+        dead_letter(
+            ctx,
+            &item.delivery,
+            reason,
+            None,
+            error,
+            attempt,
+            module.as_deref(),
+        )
+        .await
     } else {
         match &item.failure {
             None => Ok(()),
             Some((handler, Outcome::DeadLetter { reason })) => {
-                dead_letter(ctx, &item.delivery, "permanent_failure", Some(handler), reason, attempt, module.as_deref()).await
+                dead_letter(
+                    ctx,
+                    &item.delivery,
+                    "permanent_failure",
+                    Some(handler),
+                    reason,
+                    attempt,
+                    module.as_deref(),
+                )
+                .await
             }
             Some((handler, Outcome::Retry { after, reason })) => {
-                let policy = ctx.handlers.get(handler).map(|h| h.retry.clone()).unwrap_or_default();
+                let policy = ctx
+                    .handlers
+                    .get(handler)
+                    .map(|h| h.retry.clone())
+                    .unwrap_or_default();
                 if attempt >= policy.max_attempts {
-                    dead_letter(ctx, &item.delivery, "retries_exhausted", Some(handler), reason, attempt, module.as_deref()).await
+                    dead_letter(
+                        ctx,
+                        &item.delivery,
+                        "retries_exhausted",
+                        Some(handler),
+                        reason,
+                        attempt,
+                        module.as_deref(),
+                    )
+                    .await
                 } else {
                     let schedule = policy.schedule.as_deref().unwrap_or(&ctx.default_schedule);
-                    retry(ctx, &item.delivery, attempt, rung_for(&ctx.rungs, schedule, attempt, *after)).await
+                    retry(
+                        ctx,
+                        &item.delivery,
+                        attempt,
+                        rung_for(&ctx.rungs, schedule, attempt, *after),
+                    )
+                    .await
                 }
             }
             Some((_, Outcome::Done)) => Ok(()),
@@ -273,7 +380,13 @@ async fn settle(ctx: &Ctx, item: Item) {
         Err(e) => {
             // The republish was not confirmed: give the message back rather than lose it.
             tracing::warn!(error = %e, "could not republish; requeueing");
-            item.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+            item.delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
         }
     };
     if let Err(e) = result {
@@ -283,10 +396,26 @@ async fn settle(ctx: &Ctx, item: Item) {
 
 /// The wait for attempt `attempt` (1-based): the schedule's entry (its last for later attempts),
 /// raised to the destination's `Retry-After`, rounded up to a declared rung.
-fn rung_for(rungs: &[Duration], schedule: &[Duration], attempt: u32, hint: Option<Duration>) -> Duration {
-    let idx = (attempt as usize).saturating_sub(1).min(schedule.len().saturating_sub(1));
-    let want = schedule.get(idx).copied().unwrap_or(Duration::from_secs(1)).max(hint.unwrap_or_default());
-    rungs.iter().copied().find(|r| *r >= want).or_else(|| rungs.last().copied()).unwrap_or(want)
+fn rung_for(
+    rungs: &[Duration],
+    schedule: &[Duration],
+    attempt: u32,
+    hint: Option<Duration>,
+) -> Duration {
+    let idx = (attempt as usize)
+        .saturating_sub(1)
+        .min(schedule.len().saturating_sub(1));
+    let want = schedule
+        .get(idx)
+        .copied()
+        .unwrap_or(Duration::from_secs(1))
+        .max(hint.unwrap_or_default());
+    rungs
+        .iter()
+        .copied()
+        .find(|r| *r >= want)
+        .or_else(|| rungs.last().copied())
+        .unwrap_or(want)
 }
 
 fn with_headers(delivery: &Delivery, extra: Vec<(&str, String)>) -> lapin::BasicProperties {
@@ -297,13 +426,24 @@ fn with_headers(delivery: &Delivery, extra: Vec<(&str, String)>) -> lapin::Basic
     delivery.properties.clone().with_headers(headers)
 }
 
-async fn retry(ctx: &Ctx, d: &Delivery, attempt: u32, rung: Duration) -> Result<(), hookline_shared::amqp::PublishError> {
+async fn retry(
+    ctx: &Ctx,
+    d: &Delivery,
+    attempt: u32,
+    rung: Duration,
+) -> Result<(), hookline_shared::amqp::PublishError> {
     // Jitter: expire somewhere in the last fifth of the rung so a burst of failures spreads out.
     let ms = rung.as_millis() as u64;
     let expiration = rand::rng().random_range(ms - ms / 5..=ms);
-    let props = with_headers(d, vec![(H_ATTEMPT, attempt.to_string())]).with_expiration(expiration.to_string().into());
-    ctx.broker.publish(RETRY_EXCHANGE, &Topology::wait_queue(rung), &d.data, props).await?;
-    ctx.metrics.retries.with_label_values(&[&humantime::format_duration(rung).to_string()]).inc();
+    let props = with_headers(d, vec![(H_ATTEMPT, attempt.to_string())])
+        .with_expiration(expiration.to_string().into());
+    ctx.broker
+        .publish(RETRY_EXCHANGE, &Topology::wait_queue(rung), &d.data, props)
+        .await?;
+    ctx.metrics
+        .retries
+        .with_label_values(&[&humantime::format_duration(rung).to_string()])
+        .inc();
     Ok(())
 }
 
@@ -327,9 +467,17 @@ async fn dead_letter(
     if let Some(m) = module {
         extra.push((H_DL_MODULE, m.to_owned()));
     }
-    ctx.broker.publish(DEAD_EXCHANGE, "", &d.data, with_headers(d, extra)).await?;
+    ctx.broker
+        .publish(DEAD_EXCHANGE, "", &d.data, with_headers(d, extra))
+        .await?;
     ctx.metrics.dead_letters.with_label_values(&[reason]).inc();
-    tracing::warn!(reason, handler = handler.unwrap_or(""), error, attempt, "event dead-lettered");
+    tracing::warn!(
+        reason,
+        handler = handler.unwrap_or(""),
+        error,
+        attempt,
+        "event dead-lettered"
+    );
     Ok(())
 }
 
@@ -338,15 +486,29 @@ async fn source_options(ctx: &Ctx, r: &Received) -> Options {
     if r.provider != ProviderKind::GenericHmac {
         return Options::new();
     }
-    if let Some((at, o)) = ctx.options_cache.lock().ok().and_then(|c| c.get(&r.source_id).cloned())
+    if let Some((at, o)) = ctx
+        .options_cache
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&r.source_id).cloned())
         && at.elapsed() < Duration::from_secs(10)
     {
         return o;
     }
-    let Ok(id) = hookline_shared::ids::SourceId::parse(&r.source_id) else { return Options::new() };
-    let options = ctx.sources.show(&id).await.map(|s| s.options).unwrap_or_default();
+    let Ok(id) = hookline_shared::ids::SourceId::parse(&r.source_id) else {
+        return Options::new();
+    };
+    let options = ctx
+        .sources
+        .show(&id)
+        .await
+        .map(|s| s.options)
+        .unwrap_or_default();
     if let Ok(mut c) = ctx.options_cache.lock() {
-        c.insert(r.source_id.clone(), (std::time::Instant::now(), options.clone()));
+        c.insert(
+            r.source_id.clone(),
+            (std::time::Instant::now(), options.clone()),
+        );
     }
     options
 }
@@ -357,12 +519,19 @@ mod tests {
 
     #[test]
     fn rungs_follow_the_schedule_and_hints() {
-        let s = |v: &[u64]| v.iter().map(|s| Duration::from_secs(*s)).collect::<Vec<_>>();
+        let s = |v: &[u64]| {
+            v.iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect::<Vec<_>>()
+        };
         let rungs = s(&[1, 5, 30, 120]);
         assert_eq!(rung_for(&rungs, &rungs, 1, None), Duration::from_secs(1));
         assert_eq!(rung_for(&rungs, &rungs, 3, None), Duration::from_secs(30));
         assert_eq!(rung_for(&rungs, &rungs, 9, None), Duration::from_secs(120));
-        assert_eq!(rung_for(&rungs, &rungs, 1, Some(Duration::from_secs(7))), Duration::from_secs(30));
+        assert_eq!(
+            rung_for(&rungs, &rungs, 1, Some(Duration::from_secs(7))),
+            Duration::from_secs(30)
+        );
         assert_eq!(rung_for(&rungs, &s(&[5]), 1, None), Duration::from_secs(5));
     }
 }

@@ -22,10 +22,11 @@ pub async fn processed(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(Uuid, String)
         return Ok(Vec::new());
     }
     let mut conn = pool.get().await?;
-    let rows: Vec<Row> = diesel::sql_query("SELECT event_id, handler FROM processed WHERE event_id = ANY($1)")
-        .bind::<Array<SqlUuid>, _>(ids)
-        .load(&mut conn)
-        .await?;
+    let rows: Vec<Row> =
+        diesel::sql_query("SELECT event_id, handler FROM processed WHERE event_id = ANY($1)")
+            .bind::<Array<SqlUuid>, _>(ids)
+            .load(&mut conn)
+            .await?;
     Ok(rows.into_iter().map(|r| (r.event_id, r.handler)).collect())
 }
 
@@ -42,9 +43,14 @@ ON CONFLICT DO NOTHING";
 
 /// Stores `events` and marks them processed by `handler`, in one transaction: a redelivered event
 /// is neither stored twice nor marked without being stored.
-pub async fn store_events(pool: &PgPool, handler: &str, events: &[&NormalizedEvent]) -> Result<(), DbError> {
+pub async fn store_events(
+    pool: &PgPool,
+    handler: &str,
+    events: &[&NormalizedEvent],
+) -> Result<(), DbError> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.id.0).collect();
-    let col = |f: fn(&NormalizedEvent) -> String| events.iter().map(|e| f(e)).collect::<Vec<String>>();
+    let col =
+        |f: fn(&NormalizedEvent) -> String| events.iter().map(|e| f(e)).collect::<Vec<String>>();
     let sources = col(|e| e.source_id.clone());
     let tenants = col(|e| e.tenant.clone());
     let providers = col(|e| e.provider.as_str().to_owned());

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{DbError, PgPool};
@@ -68,7 +68,12 @@ const MAX_BATCH: usize = 512;
 impl ClaimStore {
     /// Starts the two batchers (claim, mark-published) on the current runtime. `stale_after` is how
     /// old a pending claim must be before another request may take it over.
-    pub fn start(pool: PgPool, batch_wait: Duration, stale_after: Duration, observe: BatchObserver) -> Self {
+    pub fn start(
+        pool: PgPool,
+        batch_wait: Duration,
+        stale_after: Duration,
+        observe: BatchObserver,
+    ) -> Self {
         let (claims, claim_rx) = mpsc::channel(8192);
         let (marks, mark_rx) = mpsc::channel(8192);
         // Leave some pool connections for everything else (source reloads, readiness).
@@ -91,7 +96,11 @@ impl ClaimStore {
                 async move { mark_batch(&pool, batch).await }
             }
         }));
-        Self { pool, claims, marks }
+        Self {
+            pool,
+            claims,
+            marks,
+        }
     }
 
     /// Tries to claim `key` for `event_id`, remembered for `window` once published.
@@ -103,7 +112,13 @@ impl ClaimStore {
         window: Duration,
     ) -> Result<Claim, Arc<DbError>> {
         let (reply, rx) = oneshot::channel();
-        let req = ClaimRequest { source_id: source_id.clone(), key: key.to_owned(), event_id, window, reply };
+        let req = ClaimRequest {
+            source_id: source_id.clone(),
+            key: key.to_owned(),
+            event_id,
+            window,
+            reply,
+        };
         self.claims.send(req).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
@@ -116,13 +131,23 @@ impl ClaimStore {
         event_id: EventId,
     ) -> Result<(), Arc<DbError>> {
         let (reply, rx) = oneshot::channel();
-        let req = MarkRequest { source_id: source_id.clone(), key: key.to_owned(), event_id, reply };
+        let req = MarkRequest {
+            source_id: source_id.clone(),
+            key: key.to_owned(),
+            event_id,
+            reply,
+        };
         self.marks.send(req).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
     /// Gives a won claim up after its publish failed, so the provider's retry is not refused.
-    pub async fn release(&self, source_id: &SourceId, key: &str, event_id: EventId) -> Result<(), DbError> {
+    pub async fn release(
+        &self,
+        source_id: &SourceId,
+        key: &str,
+        event_id: EventId,
+    ) -> Result<(), DbError> {
         use super::schema::dedup_claims::dsl as c;
         use diesel::{ExpressionMethods, QueryDsl};
         let mut conn = self.pool.get().await?;
@@ -153,7 +178,9 @@ impl ClaimStore {
             .optional()?;
         Ok(match row {
             None => ClaimState::Absent,
-            Some((state, id)) if state == "published" => ClaimState::Published { event_id: EventId(id) },
+            Some((state, id)) if state == "published" => ClaimState::Published {
+                event_id: EventId(id),
+            },
             Some(_) => ClaimState::Pending,
         })
     }
@@ -178,8 +205,12 @@ fn closed() -> Arc<DbError> {
 
 /// Gathers requests: the first one opens a batch, which closes after `wait` or at [`MAX_BATCH`].
 /// Batches run concurrently (bounded by `inflight`) so gathering never waits on the database.
-async fn run_batcher<R, F, Fut>(mut rx: mpsc::Receiver<R>, wait: Duration, inflight: Arc<Semaphore>, run: F)
-where
+async fn run_batcher<R, F, Fut>(
+    mut rx: mpsc::Receiver<R>,
+    wait: Duration,
+    inflight: Arc<Semaphore>,
+    run: F,
+) where
     R: Send + 'static,
     F: Fn(Vec<R>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -192,13 +223,17 @@ where
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(r)) => batch.push(r),
-                    Ok(None) | Err(_) => break,
-                },
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(r)) => batch.push(r),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
             }
         }
-        let Ok(permit) = inflight.clone().acquire_owned().await else { return };
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
         let fut = run(batch);
         tokio::spawn(async move {
             fut.await;
@@ -255,10 +290,20 @@ async fn claim_batch(pool: &PgPool, batch: Vec<ClaimRequest>, stale_ms: i64) {
     let result = async {
         let mut conn = pool.get().await?;
         let rows: Vec<ClaimRow> = diesel::sql_query(CLAIM_SQL)
-            .bind::<Array<Text>, _>(unique.iter().map(|r| r.source_id.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(
+                unique
+                    .iter()
+                    .map(|r| r.source_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .bind::<Array<Text>, _>(unique.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
             .bind::<Array<SqlUuid>, _>(unique.iter().map(|r| r.event_id.0).collect::<Vec<_>>())
-            .bind::<Array<BigInt>, _>(unique.iter().map(|r| r.window.as_millis() as i64).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(
+                unique
+                    .iter()
+                    .map(|r| r.window.as_millis() as i64)
+                    .collect::<Vec<_>>(),
+            )
             .bind::<BigInt, _>(stale_ms)
             .load(&mut conn)
             .await?;
@@ -269,14 +314,19 @@ async fn claim_batch(pool: &PgPool, batch: Vec<ClaimRequest>, stale_ms: i64) {
         Ok(rows) => {
             let mut outcomes: Vec<Option<Claim>> = vec![None; unique.len()];
             for row in rows {
-                let Some(slot) = usize::try_from(row.idx - 1).ok().and_then(|i| outcomes.get_mut(i)) else {
+                let Some(slot) = usize::try_from(row.idx - 1)
+                    .ok()
+                    .and_then(|i| outcomes.get_mut(i))
+                else {
                     continue;
                 };
                 *slot = Some(if row.won {
                     Claim::Won
                 } else {
                     match (row.existing_state.as_deref(), row.existing_event_id) {
-                        (Some("published"), Some(id)) => Claim::Duplicate { event_id: EventId(id) },
+                        (Some("published"), Some(id)) => Claim::Duplicate {
+                            event_id: EventId(id),
+                        },
                         // Pending, or inserted by a concurrent statement we cannot see yet.
                         _ => Claim::InFlight,
                     }
@@ -304,7 +354,12 @@ async fn mark_batch(pool: &PgPool, batch: Vec<MarkRequest>) {
     let result = async {
         let mut conn = pool.get().await?;
         diesel::sql_query(MARK_SQL)
-            .bind::<Array<Text>, _>(batch.iter().map(|r| r.source_id.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(
+                batch
+                    .iter()
+                    .map(|r| r.source_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .bind::<Array<Text>, _>(batch.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
             .bind::<Array<SqlUuid>, _>(batch.iter().map(|r| r.event_id.0).collect::<Vec<_>>())
             .execute(&mut conn)

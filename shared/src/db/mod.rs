@@ -50,14 +50,22 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, DbError> {
     tokio::task::spawn_blocking(move || {
         use diesel::Connection as _;
         use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
-            .map_err(|e| DbError::Migration(format!("cannot connect to {}: {e}", redact_url(&url))))?;
-        diesel::RunQueryDsl::execute(diesel::sql_query("SELECT pg_advisory_lock(7467001)"), &mut conn)?;
+        let mut conn =
+            AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).map_err(|e| {
+                DbError::Migration(format!("cannot connect to {}: {e}", redact_url(&url)))
+            })?;
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_lock(7467001)"),
+            &mut conn,
+        )?;
         let result = conn
             .run_pending_migrations(MIGRATIONS)
             .map(|v| v.iter().map(|m| m.to_string()).collect())
             .map_err(|e| DbError::Migration(e.to_string()));
-        diesel::RunQueryDsl::execute(diesel::sql_query("SELECT pg_advisory_unlock(7467001)"), &mut conn)?;
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_unlock(7467001)"),
+            &mut conn,
+        )?;
         result
     })
     .await
@@ -101,7 +109,12 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
             match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -113,7 +126,13 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(super::redact_url("amqp://guest:guest@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
-        assert_eq!(super::redact_url("postgres://postgres@h/db"), "postgres://postgres@h/db");
+        assert_eq!(
+            super::redact_url("amqp://guest:guest@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
+        assert_eq!(
+            super::redact_url("postgres://postgres@h/db"),
+            "postgres://postgres@h/db"
+        );
     }
 }

@@ -35,7 +35,6 @@ diesel::table! {
 
 diesel::joinable!(source_secrets -> sources (source_id));
 
-
 diesel::table! {
     events (id) {
         id -> Uuid,
@@ -80,4 +79,11 @@ diesel::table! {
         replay_count -> Int4,
     }
 }
-diesel::allow_tables_to_appear_in_same_query!(sources, source_secrets, dedup_claims, events, processed, dead_letters);
+diesel::allow_tables_to_appear_in_same_query!(
+    sources,
+    source_secrets,
+    dedup_claims,
+    events,
+    processed,
+    dead_letters
+);

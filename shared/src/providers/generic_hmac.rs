@@ -18,8 +18,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::{
-    OptionError, Options, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError, check_timestamp,
-    constant_time_eq, hmac_sha1, hmac_sha256, hmac_sha512,
+    OptionError, Options, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
+    check_timestamp, constant_time_eq, hmac_sha1, hmac_sha256, hmac_sha512,
 };
 
 pub const OPTIONS: &[&str] = &[
@@ -73,13 +73,20 @@ pub struct GenericHmac {
 }
 
 fn invalid(name: &str, reason: impl Into<String>) -> OptionError {
-    OptionError::Invalid { name: name.to_owned(), reason: reason.into() }
+    OptionError::Invalid {
+        name: name.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn header_name(options: &Options, name: &str) -> Result<Option<String>, OptionError> {
     match options.get(name) {
         None => Ok(None),
-        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+        Some(v)
+            if !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
             Ok(Some(v.to_ascii_lowercase()))
         }
         Some(v) => Err(invalid(name, format!("`{v}` is not a header name"))),
@@ -94,13 +101,23 @@ fn parse_template(t: &str) -> Result<Vec<Part>, OptionError> {
         if open > 0 {
             parts.push(Part::Text(rest[..open].to_owned()));
         }
-        let close = rest[open..].find('}').ok_or_else(|| invalid("template", "unclosed `{`"))? + open;
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| invalid("template", "unclosed `{`"))?
+            + open;
         parts.push(match &rest[open + 1..close] {
             "body" => Part::Body,
             "timestamp" => Part::Timestamp,
             "method" => Part::Method,
             "path" => Part::Path,
-            other => return Err(invalid("template", format!("unknown placeholder `{{{other}}}` (use body, timestamp, method, path)"))),
+            other => {
+                return Err(invalid(
+                    "template",
+                    format!(
+                        "unknown placeholder `{{{other}}}` (use body, timestamp, method, path)"
+                    ),
+                ));
+            }
         });
         rest = &rest[close + 1..];
     }
@@ -114,14 +131,25 @@ fn parse_template(t: &str) -> Result<Vec<Part>, OptionError> {
 }
 
 impl GenericHmac {
-    pub fn new(secrets: SecretSet, options: &Options, tolerance: Duration) -> Result<Self, OptionError> {
-        let header = header_name(options, "header")?
-            .ok_or(OptionError::Missing { name: "header", provider: ProviderKind::GenericHmac })?;
+    pub fn new(
+        secrets: SecretSet,
+        options: &Options,
+        tolerance: Duration,
+    ) -> Result<Self, OptionError> {
+        let header = header_name(options, "header")?.ok_or(OptionError::Missing {
+            name: "header",
+            provider: ProviderKind::GenericHmac,
+        })?;
         let algorithm = match options.get("algorithm").map(String::as_str) {
             None | Some("sha256") => Algorithm::Sha256,
             Some("sha1") => Algorithm::Sha1,
             Some("sha512") => Algorithm::Sha512,
-            Some(v) => return Err(invalid("algorithm", format!("`{v}`: use sha1, sha256 or sha512"))),
+            Some(v) => {
+                return Err(invalid(
+                    "algorithm",
+                    format!("`{v}`: use sha1, sha256 or sha512"),
+                ));
+            }
         };
         let encoding = match options.get("encoding").map(String::as_str) {
             None | Some("hex") => Encoding::Hex,
@@ -131,11 +159,16 @@ impl GenericHmac {
         let timestamp_header = header_name(options, "timestamp_header")?;
         let template = match options.get("template") {
             Some(t) => parse_template(t)?,
-            None if timestamp_header.is_some() => vec![Part::Timestamp, Part::Text(".".into()), Part::Body],
+            None if timestamp_header.is_some() => {
+                vec![Part::Timestamp, Part::Text(".".into()), Part::Body]
+            }
             None => vec![Part::Body],
         };
         if template.contains(&Part::Timestamp) && timestamp_header.is_none() {
-            return Err(invalid("template", "uses `{timestamp}` but no `timestamp_header` is set"));
+            return Err(invalid(
+                "template",
+                "uses `{timestamp}` but no `timestamp_header` is set",
+            ));
         }
         Ok(Self {
             secrets,
@@ -166,12 +199,25 @@ impl GenericHmac {
 
 impl Verifier for GenericHmac {
     fn verify(&self, req: &RawRequest<'_>, now: SystemTime) -> Result<Verified, VerifyError> {
-        let given = req.header(&self.header).ok_or(VerifyError::MissingHeader("signature header"))?.trim();
-        let given = given.strip_prefix(self.prefix.as_str()).ok_or(VerifyError::MalformedHeader("signature header"))?;
+        let given = req
+            .header(&self.header)
+            .ok_or(VerifyError::MissingHeader("signature header"))?
+            .trim();
+        let given = given
+            .strip_prefix(self.prefix.as_str())
+            .ok_or(VerifyError::MalformedHeader("signature header"))?;
         let timestamp = match &self.timestamp_header {
             Some(h) => {
-                let ts = req.header(h).ok_or(VerifyError::MissingHeader("timestamp header"))?.trim();
-                check_timestamp(ts.parse().map_err(|_| VerifyError::MalformedHeader("timestamp header"))?, now, self.tolerance)?;
+                let ts = req
+                    .header(h)
+                    .ok_or(VerifyError::MissingHeader("timestamp header"))?
+                    .trim();
+                check_timestamp(
+                    ts.parse()
+                        .map_err(|_| VerifyError::MalformedHeader("timestamp header"))?,
+                    now,
+                    self.tolerance,
+                )?;
                 ts
             }
             None => "",
@@ -188,11 +234,19 @@ impl Verifier for GenericHmac {
                 Part::Path => path.as_bytes(),
             })
             .collect();
-        if !self.secrets.active(now).any(|s| constant_time_eq(self.digest(s.expose(), &parts).as_bytes(), given.as_bytes())) {
+        if !self
+            .secrets
+            .active(now)
+            .any(|s| constant_time_eq(self.digest(s.expose(), &parts).as_bytes(), given.as_bytes()))
+        {
             return Err(VerifyError::BadSignature);
         }
-        let header = |h: &Option<String>| h.as_deref().and_then(|h| req.header(h)).map(str::to_owned);
-        Ok(Verified::enqueue(header(&self.dedup_header), header(&self.event_type_header)))
+        let header =
+            |h: &Option<String>| h.as_deref().and_then(|h| req.header(h)).map(str::to_owned);
+        Ok(Verified::enqueue(
+            header(&self.dedup_header),
+            header(&self.event_type_header),
+        ))
     }
 
     /// Header names are per source here, and the trait lists static names, so nothing is
@@ -210,53 +264,98 @@ mod tests {
     use proptest::prelude::*;
 
     fn opts(pairs: &[(&str, &str)]) -> Options {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn req<'a>(h: &'a Headers, body: &'a [u8]) -> RawRequest<'a> {
-        RawRequest { method: "POST", path_and_query: "/webhooks/g", headers: h, body }
+        RawRequest {
+            method: "POST",
+            path_and_query: "/webhooks/g",
+            headers: h,
+            body,
+        }
     }
 
     fn build(o: &[(&str, &str)]) -> GenericHmac {
-        GenericHmac::new(SecretSet::single(Secret::from("It's a Secret to Everybody")), &opts(o), Duration::from_secs(300)).unwrap()
+        GenericHmac::new(
+            SecretSet::single(Secret::from("It's a Secret to Everybody")),
+            &opts(o),
+            Duration::from_secs(300),
+        )
+        .unwrap()
     }
 
     #[test]
     fn github_style_configuration_matches_githubs_vector() {
-        let g = build(&[("header", "X-Hub-Signature-256"), ("prefix", "sha256="), ("dedup_header", "x-delivery")]);
+        let g = build(&[
+            ("header", "X-Hub-Signature-256"),
+            ("prefix", "sha256="),
+            ("dedup_header", "x-delivery"),
+        ]);
         let h: Headers = [
-            ("x-hub-signature-256", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"),
+            (
+                "x-hub-signature-256",
+                "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+            ),
             ("x-delivery", "d-1"),
         ]
         .into_iter()
         .collect();
-        let v = g.verify(&req(&h, b"Hello, World!"), SystemTime::now()).unwrap();
+        let v = g
+            .verify(&req(&h, b"Hello, World!"), SystemTime::now())
+            .unwrap();
         assert_eq!(v.dedup_key.as_deref(), Some("d-1"));
-        assert_eq!(g.verify(&req(&h, b"Hello, World?"), SystemTime::now()), Err(VerifyError::BadSignature));
+        assert_eq!(
+            g.verify(&req(&h, b"Hello, World?"), SystemTime::now()),
+            Err(VerifyError::BadSignature)
+        );
     }
 
     #[test]
     fn timestamp_template_base64_sha512() {
-        let g = build(&[("header", "x-sig"), ("algorithm", "sha512"), ("encoding", "base64"), ("timestamp_header", "x-ts")]);
+        let g = build(&[
+            ("header", "x-sig"),
+            ("algorithm", "sha512"),
+            ("encoding", "base64"),
+            ("timestamp_header", "x-ts"),
+        ]);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let sig = B64.encode(hmac_sha512(b"It's a Secret to Everybody", &[b"1700000000.{}"]));
-        let h: Headers = [("x-sig", sig.as_str()), ("x-ts", "1700000000")].into_iter().collect();
+        let sig = B64.encode(hmac_sha512(
+            b"It's a Secret to Everybody",
+            &[b"1700000000.{}"],
+        ));
+        let h: Headers = [("x-sig", sig.as_str()), ("x-ts", "1700000000")]
+            .into_iter()
+            .collect();
         assert!(g.verify(&req(&h, b"{}"), now).is_ok());
-        assert_eq!(g.verify(&req(&h, b"{}"), now + Duration::from_secs(301)), Err(VerifyError::Stale));
+        assert_eq!(
+            g.verify(&req(&h, b"{}"), now + Duration::from_secs(301)),
+            Err(VerifyError::Stale)
+        );
         let h: Headers = [("x-sig", sig.as_str())].into_iter().collect();
-        assert_eq!(g.verify(&req(&h, b"{}"), now), Err(VerifyError::MissingHeader("timestamp header")));
+        assert_eq!(
+            g.verify(&req(&h, b"{}"), now),
+            Err(VerifyError::MissingHeader("timestamp header"))
+        );
     }
 
     #[test]
     fn bad_options_name_the_option() {
         let e = |o: &[(&str, &str)]| {
-            GenericHmac::new(SecretSet::default(), &opts(o), Duration::from_secs(1)).unwrap_err().to_string()
+            GenericHmac::new(SecretSet::default(), &opts(o), Duration::from_secs(1))
+                .unwrap_err()
+                .to_string()
         };
         assert!(e(&[]).contains("`header`"));
         assert!(e(&[("header", "x"), ("algorithm", "md5")]).contains("`algorithm`"));
         assert!(e(&[("header", "x"), ("encoding", "b32")]).contains("`encoding`"));
         assert!(e(&[("header", "x"), ("template", "{nonce}.{body}")]).contains("`template`"));
-        assert!(e(&[("header", "x"), ("template", "{timestamp}.{body}")]).contains("timestamp_header"));
+        assert!(
+            e(&[("header", "x"), ("template", "{timestamp}.{body}")]).contains("timestamp_header")
+        );
         assert!(e(&[("header", "bad header")]).contains("`header`"));
     }
 

@@ -6,7 +6,9 @@
 
 use std::time::SystemTime;
 
-use super::{RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq, hmac_sha256};
+use super::{
+    RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq, hmac_sha256,
+};
 
 #[derive(Debug)]
 pub struct Github {
@@ -23,10 +25,19 @@ const SIGNATURE: &str = "x-hub-signature-256";
 
 impl Verifier for Github {
     fn verify(&self, req: &RawRequest<'_>, now: SystemTime) -> Result<Verified, VerifyError> {
-        let header = req.header(SIGNATURE).ok_or(VerifyError::MissingHeader(SIGNATURE))?;
+        let header = req
+            .header(SIGNATURE)
+            .ok_or(VerifyError::MissingHeader(SIGNATURE))?;
         // Compared as text, as GitHub's own libraries do: the exact lower-case hex is required.
-        let given = header.strip_prefix("sha256=").ok_or(VerifyError::MalformedHeader(SIGNATURE))?;
-        let matches = |key: &[u8]| constant_time_eq(hex::encode(hmac_sha256(key, &[req.body])).as_bytes(), given.as_bytes());
+        let given = header
+            .strip_prefix("sha256=")
+            .ok_or(VerifyError::MalformedHeader(SIGNATURE))?;
+        let matches = |key: &[u8]| {
+            constant_time_eq(
+                hex::encode(hmac_sha256(key, &[req.body])).as_bytes(),
+                given.as_bytes(),
+            )
+        };
         if !self.secrets.active(now).any(|s| matches(s.expose())) {
             return Err(VerifyError::BadSignature);
         }
@@ -35,12 +46,18 @@ impl Verifier for Github {
             Some("application/json") | Some("application/x-www-form-urlencoded") => {}
             _ => return Err(VerifyError::UnsupportedMediaType),
         }
-        let dedup_key = match (req.header("x-github-hook-id"), req.header("x-github-delivery")) {
+        let dedup_key = match (
+            req.header("x-github-hook-id"),
+            req.header("x-github-delivery"),
+        ) {
             (Some(hook), Some(delivery)) => Some(format!("{hook}:{delivery}")),
             (None, Some(delivery)) => Some(delivery.to_owned()),
             _ => None,
         };
-        Ok(Verified::enqueue(dedup_key, req.header("x-github-event").map(str::to_owned)))
+        Ok(Verified::enqueue(
+            dedup_key,
+            req.header("x-github-event").map(str::to_owned),
+        ))
     }
 
     fn forwarded_headers(&self) -> &'static [&'static str] {
@@ -78,7 +95,12 @@ mod tests {
     }
 
     fn req<'a>(h: &'a Headers, body: &'a [u8]) -> RawRequest<'a> {
-        RawRequest { method: "POST", path_and_query: "/webhooks/gh", headers: h, body }
+        RawRequest {
+            method: "POST",
+            path_and_query: "/webhooks/gh",
+            headers: h,
+            body,
+        }
     }
 
     fn gh() -> Github {
@@ -88,21 +110,38 @@ mod tests {
     #[test]
     fn published_vector() {
         let h = headers(VECTOR);
-        let v = gh().verify(&req(&h, b"Hello, World!"), SystemTime::now()).unwrap();
-        assert_eq!(v.dedup_key.as_deref(), Some("42:72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+        let v = gh()
+            .verify(&req(&h, b"Hello, World!"), SystemTime::now())
+            .unwrap();
+        assert_eq!(
+            v.dedup_key.as_deref(),
+            Some("42:72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        );
         assert_eq!(v.event_type.as_deref(), Some("issues"));
     }
 
     #[test]
     fn rejects_tampered_unsigned_and_wrong_secret() {
         let h = headers(VECTOR);
-        assert_eq!(gh().verify(&req(&h, b"Hello, World?"), SystemTime::now()), Err(VerifyError::BadSignature));
+        assert_eq!(
+            gh().verify(&req(&h, b"Hello, World?"), SystemTime::now()),
+            Err(VerifyError::BadSignature)
+        );
         let h2: Headers = [("content-type", "application/json")].into_iter().collect();
-        assert_eq!(gh().verify(&req(&h2, b"Hello, World!"), SystemTime::now()), Err(VerifyError::MissingHeader(SIGNATURE)));
+        assert_eq!(
+            gh().verify(&req(&h2, b"Hello, World!"), SystemTime::now()),
+            Err(VerifyError::MissingHeader(SIGNATURE))
+        );
         let other = Github::new(SecretSet::single(Secret::from("other")));
-        assert_eq!(other.verify(&req(&h, b"Hello, World!"), SystemTime::now()), Err(VerifyError::BadSignature));
+        assert_eq!(
+            other.verify(&req(&h, b"Hello, World!"), SystemTime::now()),
+            Err(VerifyError::BadSignature)
+        );
         let h3 = headers("sha1=abc");
-        assert_eq!(gh().verify(&req(&h3, b"x"), SystemTime::now()), Err(VerifyError::MalformedHeader(SIGNATURE)));
+        assert_eq!(
+            gh().verify(&req(&h3, b"x"), SystemTime::now()),
+            Err(VerifyError::MalformedHeader(SIGNATURE))
+        );
     }
 
     #[test]
@@ -110,21 +149,40 @@ mod tests {
         let mut h = Headers::new();
         h.insert("content-type", "text/plain");
         h.insert(SIGNATURE, VECTOR);
-        assert_eq!(gh().verify(&req(&h, b"Hello, World!"), SystemTime::now()), Err(VerifyError::UnsupportedMediaType));
+        assert_eq!(
+            gh().verify(&req(&h, b"Hello, World!"), SystemTime::now()),
+            Err(VerifyError::UnsupportedMediaType)
+        );
     }
 
     #[test]
     fn rotation_expired_secret_rejected() {
         let now = SystemTime::now();
         let set = SecretSet(vec![
-            SecretEntry { value: Secret::from(SECRET), expires_at: Some(now - std::time::Duration::from_secs(1)) },
-            SecretEntry { value: Secret::from("new"), expires_at: None },
+            SecretEntry {
+                value: Secret::from(SECRET),
+                expires_at: Some(now - std::time::Duration::from_secs(1)),
+            },
+            SecretEntry {
+                value: Secret::from("new"),
+                expires_at: None,
+            },
         ]);
         let h = headers(VECTOR);
-        assert_eq!(Github::new(set.clone()).verify(&req(&h, b"Hello, World!"), now), Err(VerifyError::BadSignature));
-        let sig = format!("sha256={}", hex::encode(hmac_sha256(b"new", &[b"Hello, World!"])));
+        assert_eq!(
+            Github::new(set.clone()).verify(&req(&h, b"Hello, World!"), now),
+            Err(VerifyError::BadSignature)
+        );
+        let sig = format!(
+            "sha256={}",
+            hex::encode(hmac_sha256(b"new", &[b"Hello, World!"]))
+        );
         let h = headers(&sig);
-        assert!(Github::new(set).verify(&req(&h, b"Hello, World!"), now).is_ok());
+        assert!(
+            Github::new(set)
+                .verify(&req(&h, b"Hello, World!"), now)
+                .is_ok()
+        );
     }
 
     proptest! {

@@ -17,7 +17,9 @@ pub mod standard_webhooks;
 pub mod stripe;
 mod util;
 
-pub use util::{body_hash_key, constant_time_eq, hmac_sha1, hmac_sha256, hmac_sha512, parse_duration};
+pub use util::{
+    body_hash_key, constant_time_eq, hmac_sha1, hmac_sha256, hmac_sha512, parse_duration,
+};
 
 /// Default window within which a signed timestamp is accepted (Stripe, Slack, Standard Webhooks all
 /// use five minutes in their SDKs).
@@ -64,7 +66,9 @@ impl fmt::Display for ProviderKind {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown provider kind `{0}` (known: github, stripe, slack, shopify, standard-webhooks, generic-hmac)")]
+#[error(
+    "unknown provider kind `{0}` (known: github, stripe, slack, shopify, standard-webhooks, generic-hmac)"
+)]
 pub struct UnknownProvider(pub String);
 
 impl FromStr for ProviderKind {
@@ -96,7 +100,10 @@ impl Headers {
 
     /// First value of the header `name` (give it lower-case).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -131,8 +138,13 @@ impl RawRequest<'_> {
 
     /// The media type without parameters, lower-cased (`application/json`).
     pub fn media_type(&self) -> Option<String> {
-        self.header("content-type")
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        self.header("content-type").map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
     }
 }
 
@@ -165,7 +177,11 @@ pub struct Verified {
 
 impl Verified {
     pub fn enqueue(dedup_key: Option<String>, event_type: Option<String>) -> Self {
-        Self { dedup_key, event_type, disposition: Disposition::Enqueue }
+        Self {
+            dedup_key,
+            event_type,
+            disposition: Disposition::Enqueue,
+        }
     }
 }
 
@@ -213,7 +229,10 @@ pub struct SecretSet(pub Vec<SecretEntry>);
 
 impl SecretSet {
     pub fn single(value: Secret) -> Self {
-        Self(vec![SecretEntry { value, expires_at: None }])
+        Self(vec![SecretEntry {
+            value,
+            expires_at: None,
+        }])
     }
 
     /// The secrets valid at `now`.
@@ -232,13 +251,23 @@ pub type Options = BTreeMap<String, String>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
     #[error("option `{name}` is required for provider {provider}")]
-    Missing { name: &'static str, provider: ProviderKind },
+    Missing {
+        name: &'static str,
+        provider: ProviderKind,
+    },
     #[error("option `{name}` has an invalid value: {reason}")]
     Invalid { name: String, reason: String },
     #[error("unknown option `{name}` for provider {provider} (known: {known})")]
-    Unknown { name: String, provider: ProviderKind, known: String },
+    Unknown {
+        name: String,
+        provider: ProviderKind,
+        known: String,
+    },
     #[error("the secret is not valid for provider {provider}: {reason}")]
-    BadSecret { provider: ProviderKind, reason: String },
+    BadSecret {
+        provider: ProviderKind,
+        reason: String,
+    },
 }
 
 /// Proves a request came from its provider. Pure: no I/O, `now` injected.
@@ -279,7 +308,9 @@ pub fn build_verifier(
         }
         ProviderKind::StandardWebhooks => {
             util::reject_unknown(kind, options, &[])?;
-            Box::new(standard_webhooks::StandardWebhooks::new(secrets, tolerance)?)
+            Box::new(standard_webhooks::StandardWebhooks::new(
+                secrets, tolerance,
+            )?)
         }
         ProviderKind::GenericHmac => {
             util::reject_unknown(kind, options, generic_hmac::OPTIONS)?;
@@ -290,7 +321,11 @@ pub fn build_verifier(
 
 /// Checks that `now` and a provider timestamp (Unix seconds) are within `tolerance` of each other,
 /// in both directions (a clock ahead of ours is as suspect as one behind).
-pub fn check_timestamp(ts_secs: i64, now: SystemTime, tolerance: Duration) -> Result<(), VerifyError> {
+pub fn check_timestamp(
+    ts_secs: i64,
+    now: SystemTime,
+    tolerance: Duration,
+) -> Result<(), VerifyError> {
     let now_secs = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

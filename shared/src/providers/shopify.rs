@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::{RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq, hmac_sha256};
+use super::{
+    RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq, hmac_sha256,
+};
 
 #[derive(Debug)]
 pub struct Shopify {
@@ -25,19 +27,30 @@ const SIGNATURE: &str = "x-shopify-hmac-sha256";
 
 impl Verifier for Shopify {
     fn verify(&self, req: &RawRequest<'_>, now: SystemTime) -> Result<Verified, VerifyError> {
-        let given = req.header(SIGNATURE).ok_or(VerifyError::MissingHeader(SIGNATURE))?.trim();
-        let ok = self
-            .secrets
-            .active(now)
-            .any(|s| constant_time_eq(B64.encode(hmac_sha256(s.expose(), &[req.body])).as_bytes(), given.as_bytes()));
+        let given = req
+            .header(SIGNATURE)
+            .ok_or(VerifyError::MissingHeader(SIGNATURE))?
+            .trim();
+        let ok = self.secrets.active(now).any(|s| {
+            constant_time_eq(
+                B64.encode(hmac_sha256(s.expose(), &[req.body])).as_bytes(),
+                given.as_bytes(),
+            )
+        });
         if !ok {
             return Err(VerifyError::BadSignature);
         }
         if req.media_type().as_deref() != Some("application/json") {
             return Err(VerifyError::UnsupportedMediaType);
         }
-        let dedup = req.header("x-shopify-webhook-id").or_else(|| req.header("x-shopify-event-id")).map(str::to_owned);
-        Ok(Verified::enqueue(dedup, req.header("x-shopify-topic").map(str::to_owned)))
+        let dedup = req
+            .header("x-shopify-webhook-id")
+            .or_else(|| req.header("x-shopify-event-id"))
+            .map(str::to_owned);
+        Ok(Verified::enqueue(
+            dedup,
+            req.header("x-shopify-topic").map(str::to_owned),
+        ))
     }
 
     fn forwarded_headers(&self) -> &'static [&'static str] {
@@ -69,7 +82,10 @@ mod tests {
         [
             ("content-type", "application/json"),
             ("x-shopify-topic", "orders/create"),
-            ("x-shopify-webhook-id", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"),
+            (
+                "x-shopify-webhook-id",
+                "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+            ),
             (SIGNATURE, sig),
         ]
         .into_iter()
@@ -77,7 +93,12 @@ mod tests {
     }
 
     fn req<'a>(h: &'a Headers, body: &'a [u8]) -> RawRequest<'a> {
-        RawRequest { method: "POST", path_and_query: "/webhooks/shop", headers: h, body }
+        RawRequest {
+            method: "POST",
+            path_and_query: "/webhooks/shop",
+            headers: h,
+            body,
+        }
     }
 
     fn shopify() -> Shopify {
@@ -88,19 +109,34 @@ mod tests {
     fn valid_signature() {
         let h = headers(SIG);
         let v = shopify().verify(&req(&h, BODY), SystemTime::now()).unwrap();
-        assert_eq!(v.dedup_key.as_deref(), Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"));
+        assert_eq!(
+            v.dedup_key.as_deref(),
+            Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043")
+        );
         assert_eq!(v.event_type.as_deref(), Some("orders/create"));
     }
 
     #[test]
     fn rejects_tampered_unsigned_wrong_secret_expired() {
         let h = headers(SIG);
-        assert_eq!(shopify().verify(&req(&h, b"{}"), SystemTime::now()), Err(VerifyError::BadSignature));
+        assert_eq!(
+            shopify().verify(&req(&h, b"{}"), SystemTime::now()),
+            Err(VerifyError::BadSignature)
+        );
         let h2: Headers = [("content-type", "application/json")].into_iter().collect();
-        assert_eq!(shopify().verify(&req(&h2, BODY), SystemTime::now()), Err(VerifyError::MissingHeader(SIGNATURE)));
+        assert_eq!(
+            shopify().verify(&req(&h2, BODY), SystemTime::now()),
+            Err(VerifyError::MissingHeader(SIGNATURE))
+        );
         let now = SystemTime::now();
-        let set = SecretSet(vec![SecretEntry { value: Secret::from(SECRET), expires_at: Some(now) }]);
-        assert_eq!(Shopify::new(set).verify(&req(&h, BODY), now), Err(VerifyError::BadSignature));
+        let set = SecretSet(vec![SecretEntry {
+            value: Secret::from(SECRET),
+            expires_at: Some(now),
+        }]);
+        assert_eq!(
+            Shopify::new(set).verify(&req(&h, BODY), now),
+            Err(VerifyError::BadSignature)
+        );
     }
 
     proptest! {

@@ -9,8 +9,8 @@
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Disposition, HandshakeResponse, RawRequest, SecretSet, Verified, Verifier, VerifyError, check_timestamp,
-    constant_time_eq, hmac_sha256,
+    Disposition, HandshakeResponse, RawRequest, SecretSet, Verified, Verifier, VerifyError,
+    check_timestamp, constant_time_eq, hmac_sha256,
 };
 
 #[derive(Debug)]
@@ -45,29 +45,45 @@ struct Inner {
 
 impl Verifier for Slack {
     fn verify(&self, req: &RawRequest<'_>, now: SystemTime) -> Result<Verified, VerifyError> {
-        let sig = req.header(SIGNATURE).ok_or(VerifyError::MissingHeader(SIGNATURE))?;
-        let ts_text = req.header(TIMESTAMP).ok_or(VerifyError::MissingHeader(TIMESTAMP))?;
-        let ts: i64 = ts_text.trim().parse().map_err(|_| VerifyError::MalformedHeader(TIMESTAMP))?;
+        let sig = req
+            .header(SIGNATURE)
+            .ok_or(VerifyError::MissingHeader(SIGNATURE))?;
+        let ts_text = req
+            .header(TIMESTAMP)
+            .ok_or(VerifyError::MissingHeader(TIMESTAMP))?;
+        let ts: i64 = ts_text
+            .trim()
+            .parse()
+            .map_err(|_| VerifyError::MalformedHeader(TIMESTAMP))?;
         check_timestamp(ts, now, self.tolerance)?;
         let ok = self.secrets.active(now).any(|s| {
             let expected = hmac_sha256(s.expose(), &[b"v0:", ts_text.as_bytes(), b":", req.body]);
-            constant_time_eq(format!("v0={}", hex::encode(expected)).as_bytes(), sig.as_bytes())
+            constant_time_eq(
+                format!("v0={}", hex::encode(expected)).as_bytes(),
+                sig.as_bytes(),
+            )
         });
         if !ok {
             return Err(VerifyError::BadSignature);
         }
         match req.media_type().as_deref() {
             Some("application/json") => {
-                let env: Envelope = serde_json::from_slice(req.body)
-                    .map_err(|_| VerifyError::InvalidPayload("expected a Slack Events API JSON object"))?;
+                let env: Envelope = serde_json::from_slice(req.body).map_err(|_| {
+                    VerifyError::InvalidPayload("expected a Slack Events API JSON object")
+                })?;
                 if env.kind.as_deref() == Some("url_verification") {
-                    let challenge = env.challenge.ok_or(VerifyError::InvalidPayload("url_verification without a challenge"))?;
+                    let challenge = env.challenge.ok_or(VerifyError::InvalidPayload(
+                        "url_verification without a challenge",
+                    ))?;
                     let body = serde_json::to_vec(&serde_json::json!({ "challenge": challenge }))
                         .map_err(|_| VerifyError::InvalidPayload("challenge"))?;
                     return Ok(Verified {
                         dedup_key: None,
                         event_type: Some("url_verification".into()),
-                        disposition: Disposition::Respond(HandshakeResponse { content_type: "application/json", body }),
+                        disposition: Disposition::Respond(HandshakeResponse {
+                            content_type: "application/json",
+                            body,
+                        }),
                     });
                 }
                 let event_type = env.event.and_then(|e| e.kind).or(env.kind);
@@ -75,8 +91,13 @@ impl Verifier for Slack {
             }
             // Slash commands and interactivity payloads.
             Some("application/x-www-form-urlencoded") => {
-                let command = form_urlencoded::parse(req.body).find(|(k, _)| k == "command").map(|_| "command".to_owned());
-                Ok(Verified::enqueue(None, command.or_else(|| Some("interactivity".into()))))
+                let command = form_urlencoded::parse(req.body)
+                    .find(|(k, _)| k == "command")
+                    .map(|_| "command".to_owned());
+                Ok(Verified::enqueue(
+                    None,
+                    command.or_else(|| Some("interactivity".into())),
+                ))
             }
             _ => Err(VerifyError::UnsupportedMediaType),
         }
@@ -105,26 +126,45 @@ mod tests {
     }
 
     fn headers(ct: &str, ts: &str, sig: &str) -> Headers {
-        [("content-type", ct), (TIMESTAMP, ts), (SIGNATURE, sig)].into_iter().collect()
+        [("content-type", ct), (TIMESTAMP, ts), (SIGNATURE, sig)]
+            .into_iter()
+            .collect()
     }
 
     fn req<'a>(h: &'a Headers, body: &'a [u8]) -> RawRequest<'a> {
-        RawRequest { method: "POST", path_and_query: "/webhooks/slack", headers: h, body }
+        RawRequest {
+            method: "POST",
+            path_and_query: "/webhooks/slack",
+            headers: h,
+            body,
+        }
     }
 
     fn slack() -> Slack {
-        Slack::new(SecretSet::single(Secret::from(SECRET)), Duration::from_secs(300))
+        Slack::new(
+            SecretSet::single(Secret::from(SECRET)),
+            Duration::from_secs(300),
+        )
     }
 
     fn sign(ts: i64, body: &[u8]) -> String {
-        format!("v0={}", hex::encode(hmac_sha256(SECRET.as_bytes(), &[b"v0:", ts.to_string().as_bytes(), b":", body])))
+        format!(
+            "v0={}",
+            hex::encode(hmac_sha256(
+                SECRET.as_bytes(),
+                &[b"v0:", ts.to_string().as_bytes(), b":", body]
+            ))
+        )
     }
 
     #[test]
     fn published_vector_slash_command() {
         let h = headers("application/x-www-form-urlencoded", "1531420618", SIG);
         let v = slack().verify(&req(&h, BODY), at(TS + 60)).unwrap();
-        assert_eq!((v.dedup_key, v.event_type.as_deref()), (None, Some("command")));
+        assert_eq!(
+            (v.dedup_key, v.event_type.as_deref()),
+            (None, Some("command"))
+        );
     }
 
     #[test]
@@ -136,35 +176,58 @@ mod tests {
             v.disposition,
             Disposition::Respond(HandshakeResponse {
                 content_type: "application/json",
-                body: br#"{"challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}"#.to_vec()
+                body: br#"{"challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}"#
+                    .to_vec()
             })
         );
     }
 
     #[test]
     fn event_callback_dedups_on_event_id() {
-        let body = br#"{"type":"event_callback","event_id":"Ev08MFMKH6","event":{"type":"app_mention"}}"#;
+        let body =
+            br#"{"type":"event_callback","event_id":"Ev08MFMKH6","event":{"type":"app_mention"}}"#;
         let h = headers("application/json", &TS.to_string(), &sign(TS, body));
         let v = slack().verify(&req(&h, body), at(TS)).unwrap();
-        assert_eq!((v.dedup_key.as_deref(), v.event_type.as_deref()), (Some("Ev08MFMKH6"), Some("app_mention")));
+        assert_eq!(
+            (v.dedup_key.as_deref(), v.event_type.as_deref()),
+            (Some("Ev08MFMKH6"), Some("app_mention"))
+        );
     }
 
     #[test]
     fn rejects_stale_tampered_unsigned() {
         let h = headers("application/x-www-form-urlencoded", "1531420618", SIG);
-        assert_eq!(slack().verify(&req(&h, BODY), at(TS + 301)), Err(VerifyError::Stale));
-        assert_eq!(slack().verify(&req(&h, &BODY[1..]), at(TS)), Err(VerifyError::BadSignature));
+        assert_eq!(
+            slack().verify(&req(&h, BODY), at(TS + 301)),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(
+            slack().verify(&req(&h, &BODY[1..]), at(TS)),
+            Err(VerifyError::BadSignature)
+        );
         let h: Headers = [("content-type", "application/json")].into_iter().collect();
-        assert_eq!(slack().verify(&req(&h, BODY), at(TS)), Err(VerifyError::MissingHeader(SIGNATURE)));
+        assert_eq!(
+            slack().verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::MissingHeader(SIGNATURE))
+        );
         let h = headers("application/x-www-form-urlencoded", "yesterday", SIG);
-        assert_eq!(slack().verify(&req(&h, BODY), at(TS)), Err(VerifyError::MalformedHeader(TIMESTAMP)));
+        assert_eq!(
+            slack().verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::MalformedHeader(TIMESTAMP))
+        );
     }
 
     #[test]
     fn expired_secret_rejected() {
-        let set = SecretSet(vec![SecretEntry { value: Secret::from(SECRET), expires_at: Some(at(TS - 1)) }]);
+        let set = SecretSet(vec![SecretEntry {
+            value: Secret::from(SECRET),
+            expires_at: Some(at(TS - 1)),
+        }]);
         let h = headers("application/x-www-form-urlencoded", "1531420618", SIG);
-        assert_eq!(Slack::new(set, Duration::from_secs(300)).verify(&req(&h, BODY), at(TS)), Err(VerifyError::BadSignature));
+        assert_eq!(
+            Slack::new(set, Duration::from_secs(300)).verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::BadSignature)
+        );
     }
 
     proptest! {

@@ -12,8 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::{
-    OptionError, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError, check_timestamp, constant_time_eq,
-    hmac_sha256,
+    OptionError, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
+    check_timestamp, constant_time_eq, hmac_sha256,
 };
 
 pub struct StandardWebhooks {
@@ -24,7 +24,10 @@ pub struct StandardWebhooks {
 
 impl std::fmt::Debug for StandardWebhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StandardWebhooks").field("keys", &"[redacted]").field("tolerance", &self.tolerance).finish()
+        f.debug_struct("StandardWebhooks")
+            .field("keys", &"[redacted]")
+            .field("tolerance", &self.tolerance)
+            .finish()
     }
 }
 
@@ -32,7 +35,10 @@ impl StandardWebhooks {
     pub fn new(secrets: SecretSet, tolerance: Duration) -> Result<Self, OptionError> {
         let mut keys = Vec::with_capacity(secrets.0.len());
         for entry in &secrets.0 {
-            keys.push((zeroize::Zeroizing::new(decode_secret(entry.value.expose())?), entry.expires_at));
+            keys.push((
+                zeroize::Zeroizing::new(decode_secret(entry.value.expose())?),
+                entry.expires_at,
+            ));
         }
         Ok(Self { keys, tolerance })
     }
@@ -53,7 +59,9 @@ const TIMESTAMP: [&str; 2] = ["webhook-timestamp", "svix-timestamp"];
 const SIGNATURE: [&str; 2] = ["webhook-signature", "svix-signature"];
 
 fn header<'a>(req: &'a RawRequest<'_>, names: [&'static str; 2]) -> Result<&'a str, VerifyError> {
-    req.header(names[0]).or_else(|| req.header(names[1])).ok_or(VerifyError::MissingHeader(names[0]))
+    req.header(names[0])
+        .or_else(|| req.header(names[1]))
+        .ok_or(VerifyError::MissingHeader(names[0]))
 }
 
 #[derive(serde::Deserialize)]
@@ -67,26 +75,48 @@ impl Verifier for StandardWebhooks {
         let id = header(req, ID)?;
         let ts_text = header(req, TIMESTAMP)?;
         let sigs = header(req, SIGNATURE)?;
-        let ts: i64 = ts_text.trim().parse().map_err(|_| VerifyError::MalformedHeader(TIMESTAMP[0]))?;
+        let ts: i64 = ts_text
+            .trim()
+            .parse()
+            .map_err(|_| VerifyError::MalformedHeader(TIMESTAMP[0]))?;
         check_timestamp(ts, now, self.tolerance)?;
-        let given: Vec<&str> = sigs.split(' ').filter_map(|s| s.strip_prefix("v1,")).collect();
+        let given: Vec<&str> = sigs
+            .split(' ')
+            .filter_map(|s| s.strip_prefix("v1,"))
+            .collect();
         if given.is_empty() {
             return Err(VerifyError::MalformedHeader(SIGNATURE[0]));
         }
-        let ok = self.keys.iter().filter(|(_, exp)| exp.is_none_or(|t| now < t)).any(|(key, _)| {
-            let expected = B64.encode(hmac_sha256(key, &[id.as_bytes(), b".", ts_text.as_bytes(), b".", req.body]));
-            given.iter().any(|g| constant_time_eq(expected.as_bytes(), g.as_bytes()))
-        });
+        let ok = self
+            .keys
+            .iter()
+            .filter(|(_, exp)| exp.is_none_or(|t| now < t))
+            .any(|(key, _)| {
+                let expected = B64.encode(hmac_sha256(
+                    key,
+                    &[id.as_bytes(), b".", ts_text.as_bytes(), b".", req.body],
+                ));
+                given
+                    .iter()
+                    .any(|g| constant_time_eq(expected.as_bytes(), g.as_bytes()))
+            });
         if !ok {
             return Err(VerifyError::BadSignature);
         }
         // The scheme signs any body; JSON is usual, and its `type` names the event.
-        let event_type = serde_json::from_slice::<Typed>(req.body).ok().and_then(|t| t.kind);
+        let event_type = serde_json::from_slice::<Typed>(req.body)
+            .ok()
+            .and_then(|t| t.kind);
         Ok(Verified::enqueue(Some(id.to_owned()), event_type))
     }
 
     fn forwarded_headers(&self) -> &'static [&'static str] {
-        &["webhook-id", "webhook-timestamp", "svix-id", "svix-timestamp"]
+        &[
+            "webhook-id",
+            "webhook-timestamp",
+            "svix-id",
+            "svix-timestamp",
+        ]
     }
 }
 
@@ -119,11 +149,20 @@ mod tests {
     }
 
     fn req<'a>(h: &'a Headers, body: &'a [u8]) -> RawRequest<'a> {
-        RawRequest { method: "POST", path_and_query: "/webhooks/sw", headers: h, body }
+        RawRequest {
+            method: "POST",
+            path_and_query: "/webhooks/sw",
+            headers: h,
+            body,
+        }
     }
 
     fn sw() -> StandardWebhooks {
-        StandardWebhooks::new(SecretSet::single(Secret::from(SECRET)), Duration::from_secs(300)).unwrap()
+        StandardWebhooks::new(
+            SecretSet::single(Secret::from(SECRET)),
+            Duration::from_secs(300),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -140,26 +179,53 @@ mod tests {
         let h = headers("webhook", &format!("v1a,ignored v1,AAAA {SIG}"));
         assert!(sw().verify(&req(&h, BODY), at(TS)).is_ok());
         let h = headers("webhook", "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        assert_eq!(sw().verify(&req(&h, BODY), at(TS)), Err(VerifyError::MalformedHeader("webhook-signature")));
+        assert_eq!(
+            sw().verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::MalformedHeader("webhook-signature"))
+        );
     }
 
     #[test]
     fn rejects_stale_future_tampered_unsigned() {
         let h = headers("webhook", SIG);
-        assert_eq!(sw().verify(&req(&h, BODY), at(TS + 301)), Err(VerifyError::Stale));
-        assert_eq!(sw().verify(&req(&h, BODY), at(TS - 301)), Err(VerifyError::Stale));
-        assert_eq!(sw().verify(&req(&h, br#"{"test": 2432232315}"#), at(TS)), Err(VerifyError::BadSignature));
+        assert_eq!(
+            sw().verify(&req(&h, BODY), at(TS + 301)),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(
+            sw().verify(&req(&h, BODY), at(TS - 301)),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(
+            sw().verify(&req(&h, br#"{"test": 2432232315}"#), at(TS)),
+            Err(VerifyError::BadSignature)
+        );
         let h: Headers = [("webhook-id", MSG_ID)].into_iter().collect();
-        assert!(matches!(sw().verify(&req(&h, BODY), at(TS)), Err(VerifyError::MissingHeader(_))));
+        assert!(matches!(
+            sw().verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::MissingHeader(_))
+        ));
     }
 
     #[test]
     fn secret_must_decode_and_expired_keys_do_not_verify() {
-        assert!(StandardWebhooks::new(SecretSet::single(Secret::from("whsec_!!!")), Duration::from_secs(1)).is_err());
-        let set = SecretSet(vec![SecretEntry { value: Secret::from(SECRET), expires_at: Some(at(TS)) }]);
+        assert!(
+            StandardWebhooks::new(
+                SecretSet::single(Secret::from("whsec_!!!")),
+                Duration::from_secs(1)
+            )
+            .is_err()
+        );
+        let set = SecretSet(vec![SecretEntry {
+            value: Secret::from(SECRET),
+            expires_at: Some(at(TS)),
+        }]);
         let v = StandardWebhooks::new(set, Duration::from_secs(300)).unwrap();
         let h = headers("webhook", SIG);
-        assert_eq!(v.verify(&req(&h, BODY), at(TS)), Err(VerifyError::BadSignature));
+        assert_eq!(
+            v.verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::BadSignature)
+        );
     }
 
     proptest! {

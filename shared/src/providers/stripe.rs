@@ -8,7 +8,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{RawRequest, SecretSet, Verified, Verifier, VerifyError, check_timestamp, constant_time_eq, hmac_sha256};
+use super::{
+    RawRequest, SecretSet, Verified, Verifier, VerifyError, check_timestamp, constant_time_eq,
+    hmac_sha256,
+};
 
 #[derive(Debug)]
 pub struct Stripe {
@@ -34,7 +37,9 @@ struct Event<'a> {
 
 impl Verifier for Stripe {
     fn verify(&self, req: &RawRequest<'_>, now: SystemTime) -> Result<Verified, VerifyError> {
-        let header = req.header(SIGNATURE).ok_or(VerifyError::MissingHeader(SIGNATURE))?;
+        let header = req
+            .header(SIGNATURE)
+            .ok_or(VerifyError::MissingHeader(SIGNATURE))?;
         let mut timestamp = None;
         let mut v1 = Vec::new();
         for item in header.split(',') {
@@ -45,13 +50,16 @@ impl Verifier for Stripe {
             }
         }
         let t = timestamp.ok_or(VerifyError::MalformedHeader(SIGNATURE))?;
-        let ts: i64 = t.parse().map_err(|_| VerifyError::MalformedHeader(SIGNATURE))?;
+        let ts: i64 = t
+            .parse()
+            .map_err(|_| VerifyError::MalformedHeader(SIGNATURE))?;
         if v1.is_empty() {
             return Err(VerifyError::MalformedHeader(SIGNATURE));
         }
         let ok = self.secrets.active(now).any(|s| {
             let expected = hex::encode(hmac_sha256(s.expose(), &[t.as_bytes(), b".", req.body]));
-            v1.iter().any(|given| constant_time_eq(expected.as_bytes(), given.as_bytes()))
+            v1.iter()
+                .any(|given| constant_time_eq(expected.as_bytes(), given.as_bytes()))
         });
         if !ok {
             return Err(VerifyError::BadSignature);
@@ -60,9 +68,13 @@ impl Verifier for Stripe {
         if req.media_type().as_deref() != Some("application/json") {
             return Err(VerifyError::UnsupportedMediaType);
         }
-        let event: Event<'_> =
-            serde_json::from_slice(req.body).map_err(|_| VerifyError::InvalidPayload("expected a Stripe event object with an `id`"))?;
-        Ok(Verified::enqueue(Some(event.id.into_owned()), event.kind.map(|k| k.into_owned())))
+        let event: Event<'_> = serde_json::from_slice(req.body).map_err(|_| {
+            VerifyError::InvalidPayload("expected a Stripe event object with an `id`")
+        })?;
+        Ok(Verified::enqueue(
+            Some(event.id.into_owned()),
+            event.kind.map(|k| k.into_owned()),
+        ))
     }
 
     fn forwarded_headers(&self) -> &'static [&'static str] {
@@ -88,20 +100,35 @@ mod tests {
     }
 
     fn headers(sig: &str) -> Headers {
-        [("content-type", "application/json; charset=utf-8"), (SIGNATURE, sig)].into_iter().collect()
+        [
+            ("content-type", "application/json; charset=utf-8"),
+            (SIGNATURE, sig),
+        ]
+        .into_iter()
+        .collect()
     }
 
     fn req<'a>(h: &'a Headers, body: &'a [u8]) -> RawRequest<'a> {
-        RawRequest { method: "POST", path_and_query: "/webhooks/s", headers: h, body }
+        RawRequest {
+            method: "POST",
+            path_and_query: "/webhooks/s",
+            headers: h,
+            body,
+        }
     }
 
     fn stripe() -> Stripe {
-        Stripe::new(SecretSet::single(Secret::from(SECRET)), Duration::from_secs(300))
+        Stripe::new(
+            SecretSet::single(Secret::from(SECRET)),
+            Duration::from_secs(300),
+        )
     }
 
     #[test]
     fn valid_signature_gives_event_id_and_type() {
-        let h = headers(&format!("t={TS},v1={SIG},v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39"));
+        let h = headers(&format!(
+            "t={TS},v1={SIG},v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39"
+        ));
         let v = stripe().verify(&req(&h, BODY), at(TS + 10)).unwrap();
         assert_eq!(v.dedup_key.as_deref(), Some("evt_test_webhook"));
         assert_eq!(v.event_type.as_deref(), Some("customer.created"));
@@ -115,22 +142,46 @@ mod tests {
 
     #[test]
     fn the_whsec_string_is_the_key_not_its_decoding() {
-        let h = headers(&format!("t={TS},v1={}", hex::encode(hmac_sha256(b"test_secret", &[b"1492774577.", BODY]))));
-        assert_eq!(stripe().verify(&req(&h, BODY), at(TS)), Err(VerifyError::BadSignature));
+        let h = headers(&format!(
+            "t={TS},v1={}",
+            hex::encode(hmac_sha256(b"test_secret", &[b"1492774577.", BODY]))
+        ));
+        assert_eq!(
+            stripe().verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::BadSignature)
+        );
     }
 
     #[test]
     fn rejects_stale_tampered_malformed_unsigned() {
         let h = headers(&format!("t={TS},v1={SIG}"));
-        assert_eq!(stripe().verify(&req(&h, BODY), at(TS + 301)), Err(VerifyError::Stale));
-        assert_eq!(stripe().verify(&req(&h, BODY), at(TS - 301)), Err(VerifyError::Stale));
-        assert_eq!(stripe().verify(&req(&h, b"{}"), at(TS)), Err(VerifyError::BadSignature));
+        assert_eq!(
+            stripe().verify(&req(&h, BODY), at(TS + 301)),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(
+            stripe().verify(&req(&h, BODY), at(TS - 301)),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(
+            stripe().verify(&req(&h, b"{}"), at(TS)),
+            Err(VerifyError::BadSignature)
+        );
         let h = headers(&format!("v1={SIG}"));
-        assert_eq!(stripe().verify(&req(&h, BODY), at(TS)), Err(VerifyError::MalformedHeader(SIGNATURE)));
+        assert_eq!(
+            stripe().verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::MalformedHeader(SIGNATURE))
+        );
         let h = headers(&format!("t={TS}"));
-        assert_eq!(stripe().verify(&req(&h, BODY), at(TS)), Err(VerifyError::MalformedHeader(SIGNATURE)));
+        assert_eq!(
+            stripe().verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::MalformedHeader(SIGNATURE))
+        );
         let h: Headers = [("content-type", "application/json")].into_iter().collect();
-        assert_eq!(stripe().verify(&req(&h, BODY), at(TS)), Err(VerifyError::MissingHeader(SIGNATURE)));
+        assert_eq!(
+            stripe().verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::MissingHeader(SIGNATURE))
+        );
     }
 
     #[test]
@@ -138,18 +189,30 @@ mod tests {
         let body = b"not json";
         let sig = hex::encode(hmac_sha256(SECRET.as_bytes(), &[b"1492774577.", body]));
         let h = headers(&format!("t={TS},v1={sig}"));
-        assert!(matches!(stripe().verify(&req(&h, body), at(TS)), Err(VerifyError::InvalidPayload(_))));
+        assert!(matches!(
+            stripe().verify(&req(&h, body), at(TS)),
+            Err(VerifyError::InvalidPayload(_))
+        ));
         let mut h = Headers::new();
         h.insert("content-type", "text/plain");
         h.insert(SIGNATURE, format!("t={TS},v1={SIG}"));
-        assert_eq!(stripe().verify(&req(&h, BODY), at(TS)), Err(VerifyError::UnsupportedMediaType));
+        assert_eq!(
+            stripe().verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::UnsupportedMediaType)
+        );
     }
 
     #[test]
     fn expired_secret_rejected() {
-        let set = SecretSet(vec![SecretEntry { value: Secret::from(SECRET), expires_at: Some(at(TS - 1)) }]);
+        let set = SecretSet(vec![SecretEntry {
+            value: Secret::from(SECRET),
+            expires_at: Some(at(TS - 1)),
+        }]);
         let h = headers(&format!("t={TS},v1={SIG}"));
-        assert_eq!(Stripe::new(set, Duration::from_secs(300)).verify(&req(&h, BODY), at(TS)), Err(VerifyError::BadSignature));
+        assert_eq!(
+            Stripe::new(set, Duration::from_secs(300)).verify(&req(&h, BODY), at(TS)),
+            Err(VerifyError::BadSignature)
+        );
     }
 
     proptest! {

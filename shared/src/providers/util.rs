@@ -5,11 +5,12 @@ use std::time::Duration;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Digest;
 
-use super::{OptionError, Options, ProviderKind, COMMON_OPTIONS};
+use super::{COMMON_OPTIONS, OptionError, Options, ProviderKind};
 
 /// HMAC-SHA256 of the concatenation of `parts` under `key`.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
+    let mut mac =
+        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
     for p in parts {
         mac.update(p);
     }
@@ -18,7 +19,8 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 /// HMAC-SHA512 of the concatenation of `parts` under `key`.
 pub fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> [u8; 64] {
-    let mut mac = <Hmac<sha2::Sha512> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
+    let mut mac =
+        <Hmac<sha2::Sha512> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
     for p in parts {
         mac.update(p);
     }
@@ -27,7 +29,8 @@ pub fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> [u8; 64] {
 
 /// HMAC-SHA1 of the concatenation of `parts` under `key` (GitHub's legacy header, Twilio, generic).
 pub fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
-    let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
+    let mut mac =
+        <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
     for p in parts {
         mac.update(p);
     }
@@ -46,10 +49,18 @@ pub fn body_hash_key(body: &[u8]) -> String {
 }
 
 /// Reads a duration option such as `tolerance=5m` or `tolerance=300` (seconds).
-pub(crate) fn duration_option(options: &Options, name: &str) -> Result<Option<Duration>, OptionError> {
+pub(crate) fn duration_option(
+    options: &Options,
+    name: &str,
+) -> Result<Option<Duration>, OptionError> {
     options
         .get(name)
-        .map(|v| parse_duration(v).map_err(|reason| OptionError::Invalid { name: name.to_owned(), reason }))
+        .map(|v| {
+            parse_duration(v).map_err(|reason| OptionError::Invalid {
+                name: name.to_owned(),
+                reason,
+            })
+        })
         .transpose()
 }
 
@@ -59,14 +70,23 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     if let Ok(secs) = v.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(v).map_err(|e| format!("`{v}` is not a duration like 300s, 5m or 24h ({e})"))
+    humantime::parse_duration(v)
+        .map_err(|e| format!("`{v}` is not a duration like 300s, 5m or 24h ({e})"))
 }
 
-pub(crate) fn reject_unknown(kind: ProviderKind, options: &Options, own: &[&str]) -> Result<(), OptionError> {
+pub(crate) fn reject_unknown(
+    kind: ProviderKind,
+    options: &Options,
+    own: &[&str],
+) -> Result<(), OptionError> {
     for name in options.keys() {
         if !COMMON_OPTIONS.contains(&name.as_str()) && !own.contains(&name.as_str()) {
             let known: Vec<&str> = COMMON_OPTIONS.iter().chain(own.iter()).copied().collect();
-            return Err(OptionError::Unknown { name: name.clone(), provider: kind, known: known.join(", ") });
+            return Err(OptionError::Unknown {
+                name: name.clone(),
+                provider: kind,
+                known: known.join(", "),
+            });
         }
     }
     Ok(())

@@ -92,7 +92,10 @@ pub struct Selection {
 
 fn parse_rate(v: &str) -> Result<f64, String> {
     let n = v.trim_end_matches("/s").trim();
-    n.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or_else(|| format!("--rate `{v}` must be a positive number per second, e.g. 50/s"))
+    n.parse::<f64>()
+        .ok()
+        .filter(|r| *r > 0.0)
+        .ok_or_else(|| format!("--rate `{v}` must be a positive number per second, e.g. 50/s"))
 }
 
 #[derive(Queryable, Serialize)]
@@ -170,14 +173,20 @@ async fn select(pool: &PgPool, f: &Filter, ids: &[Uuid]) -> anyhow::Result<Vec<R
         q = q.filter(dl::last_failed_at.ge(since));
     }
     if let Some(text) = &f.error_contains {
-        let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = text
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         q = q.filter(dl::last_error.ilike(format!("%{escaped}%")));
     }
     if f.limit < 1 {
         bail!("--limit must be at least 1");
     }
     let mut conn = pool.get().await?;
-    Ok(q.order(dl::last_failed_at.desc()).limit(f.limit).load(&mut conn).await?)
+    Ok(q.order(dl::last_failed_at.desc())
+        .limit(f.limit)
+        .load(&mut conn)
+        .await?)
 }
 
 fn selection_is_given(s: &Selection) -> bool {
@@ -204,9 +213,15 @@ pub async fn run(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<()> {
             }
         }
         DlqCommand::Show { id } => show(&pool, id).await?,
-        DlqCommand::Replay { mut select, dry_run, rate } => {
+        DlqCommand::Replay {
+            mut select,
+            dry_run,
+            rate,
+        } => {
             if !selection_is_given(&select) {
-                bail!("say what to replay: --id ID (repeatable), --all, or filters such as --source, --since, --error-contains");
+                bail!(
+                    "say what to replay: --id ID (repeatable), --all, or filters such as --source, --since, --error-contains"
+                );
             }
             select.filter.status = "parked".into();
             if select.all || !select.ids.is_empty() {
@@ -226,10 +241,14 @@ pub async fn run(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<()> {
             let rows = self::select(&pool, &select.filter, &select.ids).await?;
             let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
             let mut conn = pool.get().await?;
-            let n = diesel::update(dl::table.filter(dl::event_id.eq_any(ids)).filter(dl::status.eq("parked")))
-                .set((dl::status.eq("purged"), dl::body.eq(Vec::<u8>::new())))
-                .execute(&mut conn)
-                .await?;
+            let n = diesel::update(
+                dl::table
+                    .filter(dl::event_id.eq_any(ids))
+                    .filter(dl::status.eq("parked")),
+            )
+            .set((dl::status.eq("purged"), dl::body.eq(Vec::<u8>::new())))
+            .execute(&mut conn)
+            .await?;
             println!("purged {n} dead letter(s)");
         }
     }
@@ -238,12 +257,13 @@ pub async fn run(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<()> {
 
 async fn show(pool: &PgPool, id: Uuid) -> anyhow::Result<()> {
     let mut conn = pool.get().await?;
-    let (row, body, headers, content_type): (Row, Vec<u8>, serde_json::Value, Option<String>) = dl::table
-        .filter(dl::event_id.eq(id))
-        .select((COLUMNS, dl::body, dl::headers, dl::content_type))
-        .first(&mut conn)
-        .await
-        .with_context(|| format!("dead letter {id}"))?;
+    let (row, body, headers, content_type): (Row, Vec<u8>, serde_json::Value, Option<String>) =
+        dl::table
+            .filter(dl::event_id.eq(id))
+            .select((COLUMNS, dl::body, dl::headers, dl::content_type))
+            .first(&mut conn)
+            .await
+            .with_context(|| format!("dead letter {id}"))?;
     let payload = match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(v) => v,
         Err(_) => serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()),
@@ -266,18 +286,30 @@ fn replay_headers(json: &serde_json::Value) -> FieldTable {
                 continue;
             }
             if let Some(s) = v.as_str() {
-                t.insert(ShortString::from(k.as_str()), AMQPValue::LongString(s.into()));
+                t.insert(
+                    ShortString::from(k.as_str()),
+                    AMQPValue::LongString(s.into()),
+                );
             }
         }
     }
     t
 }
 
-async fn replay(settings: &Settings, pool: &PgPool, sel: &Selection, dry_run: bool, rate: Option<f64>) -> anyhow::Result<()> {
+async fn replay(
+    settings: &Settings,
+    pool: &PgPool,
+    sel: &Selection,
+    dry_run: bool,
+    rate: Option<f64>,
+) -> anyhow::Result<()> {
     let rows = select(pool, &sel.filter, &sel.ids).await?;
     if dry_run {
         for r in &rows {
-            println!("would replay {}  {}  {}  {}", r.event_id, r.source_id, r.reason, r.last_error);
+            println!(
+                "would replay {}  {}  {}  {}",
+                r.event_id, r.source_id, r.reason, r.last_error
+            );
         }
         println!("{} dead letter(s) would be replayed", rows.len());
         return Ok(());
@@ -294,8 +326,10 @@ async fn replay(settings: &Settings, pool: &PgPool, sel: &Selection, dry_run: bo
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(rows.len() as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} replayed  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} replayed  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
@@ -322,9 +356,20 @@ async fn replay(settings: &Settings, pool: &PgPool, sel: &Selection, dry_run: bo
         if let Some(ct) = content_type {
             props = props.with_content_type(ct.into());
         }
-        let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let opts = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
         let confirmed = async {
-            let c = ch.basic_publish(INGRESS_EXCHANGE.into(), WORK_ROUTING_KEY.into(), opts, &body, props).await?;
+            let c = ch
+                .basic_publish(
+                    INGRESS_EXCHANGE.into(),
+                    WORK_ROUTING_KEY.into(),
+                    opts,
+                    &body,
+                    props,
+                )
+                .await?;
             c.await
         };
         match tokio::time::timeout(Duration::from_secs(10), confirmed).await {
@@ -347,7 +392,9 @@ async fn replay(settings: &Settings, pool: &PgPool, sel: &Selection, dry_run: bo
                 };
                 eprintln!("could not replay {}: {why}", r.event_id);
                 if failed >= 10 && replayed == 0 {
-                    bail!("giving up after {failed} failures; is the broker reachable and the topology declared?");
+                    bail!(
+                        "giving up after {failed} failures; is the broker reachable and the topology declared?"
+                    );
                 }
             }
         }
@@ -361,7 +408,11 @@ async fn replay(settings: &Settings, pool: &PgPool, sel: &Selection, dry_run: bo
     let _ = conn.close(200, "done".into()).await;
     println!(
         "replayed {replayed} dead letter(s){} in {:.1}s",
-        if failed > 0 { format!(", {failed} failed (run again to retry them)") } else { String::new() },
+        if failed > 0 {
+            format!(", {failed} failed (run again to retry them)")
+        } else {
+            String::new()
+        },
         started.elapsed().as_secs_f64()
     );
     if failed > 0 {
@@ -371,7 +422,10 @@ async fn replay(settings: &Settings, pool: &PgPool, sel: &Selection, dry_run: bo
 }
 
 fn print_table(rows: &[Row]) {
-    println!("{:<36}  {:<16}  {:<10}  {:<12}  {:<18}  {:>4}  {:<20}  LAST ERROR", "EVENT", "SOURCE", "MODULE", "HANDLER", "REASON", "TRY", "LAST FAILED");
+    println!(
+        "{:<36}  {:<16}  {:<10}  {:<12}  {:<18}  {:>4}  {:<20}  LAST ERROR",
+        "EVENT", "SOURCE", "MODULE", "HANDLER", "REASON", "TRY", "LAST FAILED"
+    );
     for r in rows {
         let err: String = r.last_error.chars().take(60).collect();
         println!(

@@ -11,7 +11,11 @@ pub mod dlq;
 pub mod sources;
 
 #[derive(Parser)]
-#[command(name = "hookline-worker", version, about = "hookline's worker and operator CLI")]
+#[command(
+    name = "hookline-worker",
+    version,
+    about = "hookline's worker and operator CLI"
+)]
 pub struct Cli {
     /// TOML file with settings (environment variables `HOOKLINE_*` override it).
     #[arg(long, global = true, env = "HOOKLINE_CONFIG")]
@@ -79,12 +83,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Topology { command: TopologyCommand::Declare } => {
+        Command::Topology {
+            command: TopologyCommand::Declare,
+        } => {
             let settings = load(&cli.config)?;
             let topology = hookline_shared::topology::Topology::from_settings(&settings);
             hookline_shared::amqp::declare_topology(&settings.amqp_url, &topology)
                 .await
-                .with_context(|| format!("broker {}", hookline_shared::db::redact_url(&settings.amqp_url)))?;
+                .with_context(|| {
+                    format!(
+                        "broker {}",
+                        hookline_shared::db::redact_url(&settings.amqp_url)
+                    )
+                })?;
             println!("topology declared");
             Ok(())
         }

@@ -88,15 +88,23 @@ fn parse_grace(v: &str) -> Result<Duration, String> {
 }
 
 /// Returns the secret, and whether hookline generated it (then it is printed once).
-fn read_secret(stdin: bool, env: Option<&str>, generate: bool, provider: ProviderKind) -> anyhow::Result<(Secret, bool)> {
+fn read_secret(
+    stdin: bool,
+    env: Option<&str>,
+    generate: bool,
+    provider: ProviderKind,
+) -> anyhow::Result<(Secret, bool)> {
     let secret = if generate {
         return Ok((generate_for(provider), true));
     } else if stdin {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("reading the secret from standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the secret from standard input")?;
         s.trim_end_matches(['\r', '\n']).to_owned()
     } else if let Some(name) = env {
-        std::env::var(name).with_context(|| format!("--secret-env: environment variable `{name}` is not set"))?
+        std::env::var(name)
+            .with_context(|| format!("--secret-env: environment variable `{name}` is not set"))?
     } else {
         bail!("give one of --secret-stdin, --secret-env NAME or --generate-secret");
     };
@@ -137,12 +145,28 @@ pub async fn run(settings: &Settings, cmd: SourcesCommand) -> anyhow::Result<()>
     let pool = hookline_shared::db::pool(&settings.database_url, 2)?;
     let repo = SourceRepo::new(pool, key);
     match cmd {
-        SourcesCommand::Add { provider, tenant, id, secret, options } => {
-            let (value, generated) =
-                read_secret(secret.secret_stdin, secret.secret_env.as_deref(), secret.generate_secret, provider)?;
+        SourcesCommand::Add {
+            provider,
+            tenant,
+            id,
+            secret,
+            options,
+        } => {
+            let (value, generated) = read_secret(
+                secret.secret_stdin,
+                secret.secret_env.as_deref(),
+                secret.generate_secret,
+                provider,
+            )?;
             let id = id.unwrap_or_else(SourceId::generate);
             let info = repo
-                .add(NewSource { id, tenant, provider, options: parse_options(&options)?, secret: value.clone() })
+                .add(NewSource {
+                    id,
+                    tenant,
+                    provider,
+                    options: parse_options(&options)?,
+                    secret: value.clone(),
+                })
                 .await?;
             let mut out = serde_json::json!({ "id": info.id, "path": info.path });
             if generated {
@@ -163,10 +187,12 @@ pub async fn run(settings: &Settings, cmd: SourcesCommand) -> anyhow::Result<()>
         }
         SourcesCommand::RotateSecret { id, secret, grace } => {
             let provider = repo.show(&id).await?.provider;
-            let (value, generated) = read_secret(secret.secret_stdin, None, secret.generate_secret, provider)?;
+            let (value, generated) =
+                read_secret(secret.secret_stdin, None, secret.generate_secret, provider)?;
             let info = repo.rotate_secret(&id, value.clone(), grace).await?;
             let previous_until = info.secrets.iter().filter_map(|s| s.expires_at).max();
-            let mut out = serde_json::json!({ "id": info.id, "previous_valid_until": previous_until });
+            let mut out =
+                serde_json::json!({ "id": info.id, "previous_valid_until": previous_until });
             if generated {
                 out["secret"] = String::from_utf8_lossy(value.expose()).into();
             }
@@ -189,9 +215,22 @@ pub async fn run(settings: &Settings, cmd: SourcesCommand) -> anyhow::Result<()>
 }
 
 fn print_table(list: &[SourceInfo]) {
-    let w = list.iter().map(|s| s.id.as_str().len()).max().unwrap_or(2).max(2);
-    let t = list.iter().map(|s| s.tenant.len()).max().unwrap_or(6).max(6);
-    println!("{:<w$}  {:<t$}  {:<17}  {:<8}  CREATED", "ID", "TENANT", "PROVIDER", "ENABLED");
+    let w = list
+        .iter()
+        .map(|s| s.id.as_str().len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let t = list
+        .iter()
+        .map(|s| s.tenant.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<w$}  {:<t$}  {:<17}  {:<8}  CREATED",
+        "ID", "TENANT", "PROVIDER", "ENABLED"
+    );
     for s in list {
         println!(
             "{:<w$}  {:<t$}  {:<17}  {:<8}  {}",

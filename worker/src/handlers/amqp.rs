@@ -16,7 +16,11 @@ pub struct AmqpHandler {
 
 impl AmqpHandler {
     pub fn new(broker: Broker, exchange: String, routing_key: String) -> Self {
-        Self { broker, exchange, routing_key }
+        Self {
+            broker,
+            exchange,
+            routing_key,
+        }
     }
 
     fn key(&self, e: &NormalizedEvent) -> String {
@@ -31,18 +35,27 @@ impl AmqpHandler {
         join_all(events.iter().map(|e| async move {
             let body = match serde_json::to_vec(e) {
                 Ok(b) => b,
-                Err(err) => return Outcome::DeadLetter { reason: format!("cannot serialize event: {err}") },
+                Err(err) => {
+                    return Outcome::DeadLetter {
+                        reason: format!("cannot serialize event: {err}"),
+                    };
+                }
             };
             let props = BasicProperties::default()
                 .with_message_id(e.id.to_string().into())
                 .with_content_type("application/json".into())
                 .with_delivery_mode(2)
                 .with_app_id("hookline-worker".into());
-            match self.broker.publish(&self.exchange, &self.key(e), &body, props).await {
+            match self
+                .broker
+                .publish(&self.exchange, &self.key(e), &body, props)
+                .await
+            {
                 Ok(()) => Outcome::Done,
-                Err(PublishError::Unroutable) => {
-                    Outcome::retry(format!("exchange `{}` has no queue bound for this routing key", self.exchange))
-                }
+                Err(PublishError::Unroutable) => Outcome::retry(format!(
+                    "exchange `{}` has no queue bound for this routing key",
+                    self.exchange
+                )),
                 Err(err) => Outcome::retry(format!("republish: {err}")),
             }
         }))

@@ -47,40 +47,63 @@ impl HttpHandler {
         metrics: WorkerMetrics,
     ) -> Result<Self, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("url `{url}`: {e}"))?;
-        let host = url.host_str().ok_or_else(|| format!("url `{url}` has no host"))?.to_ascii_lowercase();
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("url `{url}` has no host"))?
+            .to_ascii_lowercase();
         let allowed = allow_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
         match url.scheme() {
             "https" => {}
             "http" if allowed => {}
-            "http" => return Err(format!("url `{url}` must be https (or list `{host}` in allow_hosts)")),
+            "http" => {
+                return Err(format!(
+                    "url `{url}` must be https (or list `{host}` in allow_hosts)"
+                ));
+            }
             s => return Err(format!("url scheme `{s}` is not http(s)")),
         }
         if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>()
             && !allowed
             && !is_public(ip)
         {
-            return Err(format!("url host {ip} is a private or loopback address (list it in allow_hosts to allow)"));
+            return Err(format!(
+                "url host {ip} is a private or loopback address (list it in allow_hosts to allow)"
+            ));
         }
-        let secret = std::env::var(secret_env).map_err(|_| format!("secret_env: environment variable `{secret_env}` is not set"))?;
+        let secret = std::env::var(secret_env)
+            .map_err(|_| format!("secret_env: environment variable `{secret_env}` is not set"))?;
         let key = B64
             .decode(secret.strip_prefix("whsec_").unwrap_or(&secret))
-            .map_err(|_| format!("the secret in `{secret_env}` is not `whsec_` followed by base64"))?;
+            .map_err(|_| {
+                format!("the secret in `{secret_env}` is not `whsec_` followed by base64")
+            })?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hookline/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(Guard { allowed: allowed.then_some(host) }))
+            .dns_resolver(Arc::new(Guard {
+                allowed: allowed.then_some(host),
+            }))
             .build()
             .map_err(|e| format!("http client: {e}"))?;
         metrics.circuit_state.with_label_values(&[name]).set(0);
-        Ok(Self { name: name.to_owned(), url, key, client, breaker: Breaker::default(), metrics })
+        Ok(Self {
+            name: name.to_owned(),
+            url,
+            key,
+            client,
+            breaker: Breaker::default(),
+            metrics,
+        })
     }
 
     pub async fn run(&self, events: &[&NormalizedEvent]) -> Vec<Outcome> {
         let sem = tokio::sync::Semaphore::new(MAX_CONCURRENT);
         join_all(events.iter().map(|e| async {
-            let Ok(_permit) = sem.acquire().await else { return Outcome::retry("shutting down") };
+            let Ok(_permit) = sem.acquire().await else {
+                return Outcome::retry("shutting down");
+            };
             self.send(e).await
         }))
         .await
@@ -93,11 +116,22 @@ impl HttpHandler {
         self.publish_state();
         let body = match serde_json::to_vec(e) {
             Ok(b) => b,
-            Err(err) => return Outcome::DeadLetter { reason: format!("cannot serialize event: {err}") },
+            Err(err) => {
+                return Outcome::DeadLetter {
+                    reason: format!("cannot serialize event: {err}"),
+                };
+            }
         };
         let id = e.id.to_string();
-        let ts = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0).to_string();
-        let sig = B64.encode(hmac_sha256(&self.key, &[id.as_bytes(), b".", ts.as_bytes(), b".", &body]));
+        let ts = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .to_string();
+        let sig = B64.encode(hmac_sha256(
+            &self.key,
+            &[id.as_bytes(), b".", ts.as_bytes(), b".", &body],
+        ));
         let result = self
             .client
             .post(self.url.clone())
@@ -123,7 +157,10 @@ impl HttpHandler {
     }
 
     fn publish_state(&self) {
-        self.metrics.circuit_state.with_label_values(&[&self.name]).set(self.breaker.state_code());
+        self.metrics
+            .circuit_state
+            .with_label_values(&[&self.name])
+            .set(self.breaker.state_code());
     }
 }
 
@@ -132,22 +169,35 @@ fn classify(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap) -
     if status.is_success() {
         Outcome::Done
     } else if code == 408 || code == 429 || status.is_server_error() {
-        Outcome::Retry { after: retry_after(headers), reason: format!("destination answered {code}") }
+        Outcome::Retry {
+            after: retry_after(headers),
+            reason: format!("destination answered {code}"),
+        }
     } else if code == 410 {
-        Outcome::DeadLetter { reason: "destination answered 410 Gone".into() }
+        Outcome::DeadLetter {
+            reason: "destination answered 410 Gone".into(),
+        }
     } else {
-        Outcome::DeadLetter { reason: format!("destination answered {code}") }
+        Outcome::DeadLetter {
+            reason: format!("destination answered {code}"),
+        }
     }
 }
 
 /// `Retry-After` as seconds or an HTTP date.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -199,12 +249,22 @@ struct Guard {
 impl Resolve for Guard {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
-        let allowed = self.allowed.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(&host));
+        let allowed = self
+            .allowed
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case(&host));
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let usable: Vec<SocketAddr> = addrs.into_iter().filter(|a| allowed || is_public(a.ip())).collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let usable: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| allowed || is_public(a.ip()))
+                .collect();
             if usable.is_empty() {
-                return Err(format!("`{host}` resolves only to private or loopback addresses (not in allow_hosts)").into());
+                return Err(format!(
+                    "`{host}` resolves only to private or loopback addresses (not in allow_hosts)"
+                )
+                .into());
             }
             Ok(Box::new(usable.into_iter()) as Addrs)
         })
@@ -226,7 +286,9 @@ struct BreakerState {
 impl Breaker {
     /// Closed: yes. Open: no, until `OPEN_FOR` has passed; then one probe at a time (half-open).
     fn allow(&self) -> bool {
-        let Ok(mut s) = self.state.lock() else { return true };
+        let Ok(mut s) = self.state.lock() else {
+            return true;
+        };
         match s.opened_at {
             None => true,
             Some(at) if at.elapsed() >= OPEN_FOR && !s.probing => {
@@ -268,7 +330,19 @@ mod tests {
 
     #[test]
     fn private_addresses_are_not_public() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "2606:4700:4700::1111"] {
@@ -280,10 +354,22 @@ mod tests {
     fn statuses_map_to_outcomes() {
         let h = reqwest::header::HeaderMap::new();
         assert_eq!(classify(reqwest::StatusCode::OK, &h), Outcome::Done);
-        assert!(matches!(classify(reqwest::StatusCode::SERVICE_UNAVAILABLE, &h), Outcome::Retry { .. }));
-        assert!(matches!(classify(reqwest::StatusCode::TOO_MANY_REQUESTS, &h), Outcome::Retry { .. }));
-        assert!(matches!(classify(reqwest::StatusCode::GONE, &h), Outcome::DeadLetter { .. }));
-        assert!(matches!(classify(reqwest::StatusCode::BAD_REQUEST, &h), Outcome::DeadLetter { .. }));
+        assert!(matches!(
+            classify(reqwest::StatusCode::SERVICE_UNAVAILABLE, &h),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(reqwest::StatusCode::TOO_MANY_REQUESTS, &h),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(reqwest::StatusCode::GONE, &h),
+            Outcome::DeadLetter { .. }
+        ));
+        assert!(matches!(
+            classify(reqwest::StatusCode::BAD_REQUEST, &h),
+            Outcome::DeadLetter { .. }
+        ));
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));

@@ -19,14 +19,22 @@ pub mod http;
 pub enum Outcome {
     Done,
     /// Try again later; `after` is the destination's own hint (`Retry-After`).
-    Retry { after: Option<Duration>, reason: String },
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
     /// Will never succeed as it is: park it.
-    DeadLetter { reason: String },
+    DeadLetter {
+        reason: String,
+    },
 }
 
 impl Outcome {
     pub fn retry(reason: impl Into<String>) -> Self {
-        Outcome::Retry { after: None, reason: reason.into() }
+        Outcome::Retry {
+            after: None,
+            reason: reason.into(),
+        }
     }
 
     pub fn label(&self) -> &'static str {
@@ -70,21 +78,53 @@ pub struct Handlers {
 }
 
 impl Handlers {
-    pub fn build(routes: &Routes, broker: &Broker, metrics: &WorkerMetrics) -> Result<Self, BuildError> {
+    pub fn build(
+        routes: &Routes,
+        broker: &Broker,
+        metrics: &WorkerMetrics,
+    ) -> Result<Self, BuildError> {
         let mut map = BTreeMap::new();
         for (name, spec) in &routes.handlers {
             let kind = match spec {
                 HandlerSpec::Store { .. } => Kind::Store,
                 HandlerSpec::Log { .. } => Kind::Log,
-                HandlerSpec::Amqp { exchange, routing_key, .. } => {
-                    Kind::Amqp(amqp::AmqpHandler::new(broker.clone(), exchange.clone(), routing_key.clone()))
-                }
-                HandlerSpec::Http { url, secret_env, timeout, allow_hosts, .. } => Kind::Http(
-                    http::HttpHandler::new(name, url, secret_env, *timeout, allow_hosts, metrics.clone())
-                        .map_err(|reason| BuildError::Invalid { name: name.clone(), reason })?,
+                HandlerSpec::Amqp {
+                    exchange,
+                    routing_key,
+                    ..
+                } => Kind::Amqp(amqp::AmqpHandler::new(
+                    broker.clone(),
+                    exchange.clone(),
+                    routing_key.clone(),
+                )),
+                HandlerSpec::Http {
+                    url,
+                    secret_env,
+                    timeout,
+                    allow_hosts,
+                    ..
+                } => Kind::Http(
+                    http::HttpHandler::new(
+                        name,
+                        url,
+                        secret_env,
+                        *timeout,
+                        allow_hosts,
+                        metrics.clone(),
+                    )
+                    .map_err(|reason| BuildError::Invalid {
+                        name: name.clone(),
+                        reason,
+                    })?,
                 ),
             };
-            map.insert(name.clone(), Handler { kind, retry: spec.retry().clone() });
+            map.insert(
+                name.clone(),
+                Handler {
+                    kind,
+                    retry: spec.retry().clone(),
+                },
+            );
         }
         Ok(Self { map })
     }
@@ -94,9 +134,19 @@ impl Handlers {
     }
 
     /// Runs handler `name` on `events`; one outcome per event, in order.
-    pub async fn run(&self, name: &str, events: &[&NormalizedEvent], pool: &PgPool) -> Vec<Outcome> {
+    pub async fn run(
+        &self,
+        name: &str,
+        events: &[&NormalizedEvent],
+        pool: &PgPool,
+    ) -> Vec<Outcome> {
         let Some(h) = self.map.get(name) else {
-            return events.iter().map(|_| Outcome::DeadLetter { reason: format!("no handler `{name}`") }).collect();
+            return events
+                .iter()
+                .map(|_| Outcome::DeadLetter {
+                    reason: format!("no handler `{name}`"),
+                })
+                .collect();
         };
         match &h.kind {
             Kind::Store => match crate::store::store_events(pool, name, events).await {
