@@ -207,7 +207,8 @@ impl Settings {
 
     /// The master key, from `secret_key` or `secret_key_file`.
     pub fn secret_key(&self) -> Result<SecretKey, ConfigError> {
-        if let Some(k) = &self.secret_key {
+        // An empty variable (`HOOKLINE_SECRET_KEY=`) is a missing key, not a malformed one.
+        if let Some(k) = self.secret_key.as_deref().filter(|k| !k.trim().is_empty()) {
             return Ok(SecretKey::from_base64(k)?);
         }
         if let Some(path) = &self.secret_key_file {

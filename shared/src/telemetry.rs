@@ -1,8 +1,8 @@
-//! Structured JSON logs on stdout, filtered by `RUST_LOG` (default `info`).
+//! Structured JSON logs, filtered by `RUST_LOG`.
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. Safe to call once per process.
+/// Services (`hookline-ingress`, `hookline-worker run`): JSON on stdout, default level `info`.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -13,5 +13,16 @@ pub fn init() {
         .with_target(true)
         .with_env_filter(filter)
         .with_writer(std::io::stdout)
+        .try_init();
+}
+
+/// Operator commands: stdout is their output (often JSON for scripts), so logs go to stderr,
+/// default level `warn`.
+pub fn init_cli() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_target(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .try_init();
 }

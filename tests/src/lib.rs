@@ -1,1 +1,102 @@
-//! Shared helpers for the end-to-end tests.
+//! The end-to-end harness: every test gets its own PostgreSQL database and RabbitMQ vhost, runs
+//! the real `hookline-ingress` / `hookline-worker` binaries on port 0 against them, and removes
+//! both when it ends (also when it fails).
+//!
+//! - [`TestEnv`]: the database, the vhost, the secret key, the CLI and the processes.
+//! - [`Proc`]: a running binary with its captured log.
+//! - [`sign`]: provider signatures, written from the providers' documentation independently of
+//!   the verifiers they test.
+//! - [`Destination`]: a scriptable HTTP receiver for the worker's `http` handler.
+//! - [`TcpProxy`]: sits between hookline and RabbitMQ so a test can cut the broker off.
+//! - [`eventually`]: polls a condition until a deadline.
+
+pub mod dest;
+pub mod env;
+pub mod proc;
+pub mod proxy;
+pub mod sign;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use dest::{Destination, Reply};
+pub use env::TestEnv;
+pub use proc::Proc;
+pub use proxy::TcpProxy;
+
+/// Polls `check` every 50 ms until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An HTTP answer as the tests look at it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("answer {} is not JSON ({e}): {}", self.status, self.body))
+    }
+
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Posts `body` with `headers`.
+pub async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Answer {
+    let client = reqwest::Client::new();
+    let mut req = client.post(url).body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let res = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    Answer {
+        status: res.status().as_u16(),
+        headers: res.headers().clone(),
+        body: res.text().await.unwrap_or_default(),
+    }
+}
+
+pub async fn get(url: &str) -> Answer {
+    let res = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    Answer {
+        status: res.status().as_u16(),
+        headers: res.headers().clone(),
+        body: res.text().await.unwrap_or_default(),
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
