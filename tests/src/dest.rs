@@ -12,6 +12,8 @@ pub enum Reply {
     Status(u16),
     /// A status with `Retry-After: <seconds>`.
     RetryAfter(u16, u64),
+    /// 200 after a pause (a slow destination).
+    Slow(std::time::Duration),
     /// Never answers.
     Hang,
 }
@@ -132,6 +134,10 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
         Reply::RetryAfter(code, secs) => HttpResponse::build(status(code))
             .insert_header(("Retry-After", secs.to_string()))
             .finish(),
+        Reply::Slow(pause) => {
+            tokio::time::sleep(pause).await;
+            HttpResponse::Ok().finish()
+        }
         Reply::Hang => std::future::pending().await,
     }
 }

@@ -368,6 +368,7 @@ async fn settle(ctx: &Ctx, item: Item) {
                         &item.delivery,
                         attempt,
                         rung_for(&ctx.rungs, schedule, attempt, *after),
+                        after.unwrap_or_default(),
                     )
                     .await
                 }
@@ -431,10 +432,13 @@ async fn retry(
     d: &Delivery,
     attempt: u32,
     rung: Duration,
+    not_before: Duration,
 ) -> Result<(), hookline_shared::amqp::PublishError> {
-    // Jitter: expire somewhere in the last fifth of the rung so a burst of failures spreads out.
+    // Jitter: expire somewhere in the last fifth of the rung so a burst of failures spreads out,
+    // but never sooner than the destination asked (`Retry-After`).
     let ms = rung.as_millis() as u64;
-    let expiration = rand::rng().random_range(ms - ms / 5..=ms);
+    let floor = (ms - ms / 5).max((not_before.as_millis() as u64).min(ms));
+    let expiration = rand::rng().random_range(floor..=ms);
     let props = with_headers(d, vec![(H_ATTEMPT, attempt.to_string())])
         .with_expiration(expiration.to_string().into());
     ctx.broker
