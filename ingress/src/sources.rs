@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hookline_shared::ids::SourceId;
-use hookline_shared::providers::{self, ProviderKind, Verifier, parse_duration};
+use hookline_shared::providers::{self, ProviderKind, Verifier};
 use hookline_shared::source::{LoadedSource, SourceRepo};
 use tokio_util::sync::CancellationToken;
 
@@ -137,19 +137,14 @@ impl SourceCache {
     }
 
     fn build(&self, s: LoadedSource) -> CachedSource {
-        let limits = (|| -> Result<(Duration, usize), String> {
-            let window = match s.options.get("dedup_window") {
-                Some(v) => parse_duration(v).map_err(|e| format!("option `dedup_window`: {e}"))?,
-                None => self.defaults.dedup_window,
-            };
-            let max = match s.options.get("max_body_bytes") {
-                Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    format!("option `max_body_bytes`: `{v}` is not a positive number of bytes")
-                })?,
-                None => self.defaults.max_body_bytes,
-            };
-            Ok((window, max))
-        })();
+        let limits = providers::SourceLimits::parse(&s.options)
+            .map(|l| {
+                (
+                    l.dedup_window.unwrap_or(self.defaults.dedup_window),
+                    l.max_body_bytes.unwrap_or(self.defaults.max_body_bytes),
+                )
+            })
+            .map_err(|e| e.to_string());
         let (dedup_window, max_body_bytes, verifier) = match limits {
             Ok((w, m)) => (
                 w,

@@ -282,12 +282,43 @@ pub trait Verifier: Send + Sync + fmt::Debug {
 /// Options every provider accepts (handled by the ingress, not the verifier).
 pub const COMMON_OPTIONS: &[&str] = &["tolerance", "dedup_window", "max_body_bytes"];
 
-/// Builds the verifier for a source. Fails with a message naming the bad option.
+/// The source-level options every provider accepts; `None` = the ingress default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceLimits {
+    pub dedup_window: Option<Duration>,
+    pub max_body_bytes: Option<usize>,
+}
+
+impl SourceLimits {
+    pub fn parse(options: &Options) -> Result<Self, OptionError> {
+        let max_body_bytes = options
+            .get("max_body_bytes")
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| OptionError::Invalid {
+                        name: "max_body_bytes".into(),
+                        reason: format!("`{v}` is not a positive number of bytes"),
+                    })
+            })
+            .transpose()?;
+        Ok(Self {
+            dedup_window: util::duration_option(options, "dedup_window")?,
+            max_body_bytes,
+        })
+    }
+}
+
+/// Builds the verifier for a source. Fails with a message naming the bad option (the common
+/// options included, so a source that builds here is one the ingress can serve).
 pub fn build_verifier(
     kind: ProviderKind,
     secrets: SecretSet,
     options: &Options,
 ) -> Result<Box<dyn Verifier>, OptionError> {
+    SourceLimits::parse(options)?;
     let tolerance = util::duration_option(options, "tolerance")?.unwrap_or(DEFAULT_TOLERANCE);
     Ok(match kind {
         ProviderKind::Github => {

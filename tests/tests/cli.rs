@@ -1,0 +1,356 @@
+//! The operator CLI (`hookline-worker …`) against a real database and vhost: what it prints, what
+//! it refuses, and that its errors name the argument or setting at fault.
+
+use std::time::Duration;
+
+use hookline_tests::{TestEnv, eventually, post, sign, unix_now};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_lifecycle() {
+    let env = TestEnv::new().await;
+
+    let generated = env
+        .cli(&[
+            "sources",
+            "add",
+            "--provider",
+            "standard-webhooks",
+            "--tenant",
+            "acme",
+            "--generate-secret",
+        ])
+        .await
+        .ok()
+        .json();
+    let id = generated["id"].as_str().unwrap().to_owned();
+    assert_eq!(generated["path"], format!("/webhooks/{id}"));
+    let secret = generated["secret"].as_str().unwrap().to_owned();
+    assert!(
+        secret.starts_with("whsec_"),
+        "Standard Webhooks secrets look like Svix's: {secret}"
+    );
+
+    // The generated secret works as the provider would use it.
+    let ingress = env.ingress().await;
+    let body = br#"{"type":"user.created","data":{"id":"u1"}}"#;
+    let a = post(
+        &ingress.url(&format!("/webhooks/{id}")),
+        &sign::standard("webhook", &secret, "msg_cli_1", unix_now(), body),
+        body,
+    )
+    .await;
+    assert_eq!(a.status, 202, "{a:?}");
+
+    let from_env = env
+        .cli_with(
+            &[
+                "sources",
+                "add",
+                "--provider",
+                "github",
+                "--tenant",
+                "globex",
+                "--id",
+                "gh-main",
+                "--secret-env",
+                "GH_SECRET",
+                "--option",
+                "dedup_window=72h",
+            ],
+            None,
+            &[("GH_SECRET", "from-the-environment")],
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(from_env["id"], "gh-main");
+    assert!(
+        from_env.get("secret").is_none(),
+        "a given secret is never echoed"
+    );
+
+    let all = env.cli(&["sources", "list", "--json"]).await.ok().json();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let globex = env
+        .cli(&["sources", "list", "--tenant", "globex", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(globex.as_array().unwrap().len(), 1);
+    assert_eq!(globex[0]["id"], "gh-main");
+    let table = env.cli(&["sources", "list"]).await.ok();
+    assert!(
+        table.stdout.contains("gh-main") && table.stdout.contains("PROVIDER"),
+        "{table:?}"
+    );
+
+    let show = env.cli(&["sources", "show", "gh-main"]).await.ok();
+    assert_eq!(show.json()["options"]["dedup_window"], "72h");
+    assert!(!show.stdout.contains("from-the-environment"));
+
+    let rotated = env
+        .cli(&[
+            "sources",
+            "rotate-secret",
+            "gh-main",
+            "--generate-secret",
+            "--grace",
+            "2h",
+        ])
+        .await
+        .ok()
+        .json();
+    assert!(rotated["secret"].as_str().is_some_and(|s| s.len() >= 32));
+    assert!(rotated["previous_valid_until"].is_string());
+    let show = env.cli(&["sources", "show", "gh-main"]).await.ok().json();
+    assert_eq!(
+        show["secrets"].as_array().unwrap().len(),
+        2,
+        "old and new during the grace"
+    );
+
+    env.cli(&["sources", "disable", "gh-main"]).await.ok();
+    assert_eq!(
+        env.cli(&["sources", "show", "gh-main"]).await.ok().json()["enabled"],
+        false
+    );
+    env.cli(&["sources", "enable", "gh-main"]).await.ok();
+    env.cli(&["sources", "remove", "gh-main"]).await.ok();
+    let gone = env.cli(&["sources", "show", "gh-main"]).await;
+    assert!(!gone.success && gone.stderr.contains("gh-main"), "{gone:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_errors_name_the_argument() {
+    let env = TestEnv::new().await;
+    let env = &env;
+    let add = |extra: &'static [&'static str]| {
+        let mut args = vec!["sources", "add", "--tenant", "acme", "--secret-stdin"];
+        args.extend_from_slice(extra);
+        async move { env.cli_with(&args, Some("s3cret"), &[]).await }
+    };
+    let out = add(&["--provider", "gitlub"]).await;
+    assert!(
+        !out.success && out.stderr.contains("gitlub") && out.stderr.contains("github"),
+        "{out:?}"
+    );
+
+    let out = add(&["--provider", "github", "--option", "tolerence=5m"]).await;
+    assert!(
+        !out.success && out.stderr.contains("tolerence") && out.stderr.contains("tolerance"),
+        "{out:?}"
+    );
+
+    let out = add(&["--provider", "generic-hmac"]).await;
+    assert!(
+        !out.success && out.stderr.contains("header"),
+        "generic-hmac needs its header: {out:?}"
+    );
+
+    let out = add(&["--provider", "github", "--option", "max_body_bytes=lots"]).await;
+    assert!(
+        !out.success && out.stderr.contains("max_body_bytes"),
+        "{out:?}"
+    );
+
+    let out = add(&["--provider", "github", "--id", "has spaces"]).await;
+    assert!(!out.success && out.stderr.contains("--id"), "{out:?}");
+
+    add(&["--provider", "github", "--id", "twice"]).await.ok();
+    let out = add(&["--provider", "github", "--id", "twice"]).await;
+    assert!(
+        !out.success && out.stderr.contains("twice") && out.stderr.contains("exists"),
+        "{out:?}"
+    );
+
+    let out = env
+        .cli_with(
+            &[
+                "sources",
+                "add",
+                "--provider",
+                "github",
+                "--tenant",
+                "acme",
+                "--secret-stdin",
+            ],
+            Some(""),
+            &[],
+        )
+        .await;
+    assert!(!out.success && out.stderr.contains("empty"), "{out:?}");
+
+    let out = env
+        .cli(&[
+            "sources",
+            "add",
+            "--provider",
+            "github",
+            "--tenant",
+            "acme",
+            "--secret-env",
+            "NOT_SET_ANYWHERE",
+        ])
+        .await;
+    assert!(
+        !out.success && out.stderr.contains("NOT_SET_ANYWHERE"),
+        "{out:?}"
+    );
+
+    let out = env
+        .cli(&[
+            "sources",
+            "rotate-secret",
+            "twice",
+            "--generate-secret",
+            "--grace",
+            "a while",
+        ])
+        .await;
+    assert!(!out.success && out.stderr.contains("--grace"), "{out:?}");
+
+    let out = env
+        .cli_with(&["sources", "list"], None, &[("HOOKLINE_SECRET_KEY", "")])
+        .await;
+    assert!(
+        !out.success && out.stderr.contains("hookline-worker keygen"),
+        "{out:?}"
+    );
+    for bad in ["sources", "dlq"] {
+        let out = env.cli(&[bad, "frobnicate"]).await;
+        assert!(!out.success && out.stderr.contains("frobnicate"), "{out:?}");
+        assert!(!out.stderr.contains("panicked"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_topology_and_keygen() {
+    let env = TestEnv::new().await;
+    let again = env.cli(&["migrate"]).await.ok();
+    assert!(again.stdout.contains("up to date"), "{again:?}");
+
+    let key = env.cli(&["keygen"]).await.ok();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.stdout.trim())
+        .expect("keygen prints base64");
+    assert_eq!(bytes.len(), 32);
+    assert_ne!(key.stdout, env.cli(&["keygen"]).await.ok().stdout);
+
+    for _ in 0..2 {
+        let t = env.cli(&["topology", "declare"]).await.ok();
+        assert!(t.stdout.contains("topology declared"), "{t:?}");
+    }
+    for q in [
+        "hookline.work",
+        "hookline.parked",
+        "hookline.wait.1000ms",
+        "hookline.wait.3600000ms",
+    ] {
+        assert_eq!(env.queue_len(q).await, 0, "{q} exists");
+    }
+    // Declaring the work queue with other arguments is refused with a way out.
+    let out = env
+        .cli_with(
+            &["topology", "declare"],
+            None,
+            &[("HOOKLINE_DELIVERY_LIMIT", "3")],
+        )
+        .await;
+    assert!(
+        !out.success && out.stderr.contains("hookline.work"),
+        "{out:?}"
+    );
+
+    let unreachable = env
+        .cli_with(
+            &["migrate"],
+            None,
+            &[(
+                "HOOKLINE_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:1/none",
+            )],
+        )
+        .await;
+    assert!(
+        !unreachable.success && unreachable.stderr.contains("127.0.0.1:1"),
+        "{unreachable:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_purge_needs_yes_and_respects_filters() {
+    let env = TestEnv::new().await;
+    let a = env
+        .add_source("generic-hmac", "k", &["header=x-signature"])
+        .await;
+    let b = env
+        .add_source("generic-hmac", "k", &["header=x-signature"])
+        .await;
+    let ingress = env.ingress().await;
+    let _worker = env.worker().await;
+    for (source, body) in [(&a, b"not json a"), (&b, b"not json b")] {
+        let sig = hex::encode(sign::hmac_sha256(b"k", body));
+        let r = post(
+            &ingress.url(&format!("/webhooks/{source}")),
+            &[
+                ("content-type".into(), "application/json".into()),
+                ("x-signature".into(), sig),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 202);
+    }
+    eventually("both are dead letters", Duration::from_secs(30), || async {
+        (env.count("select count(*) from dead_letters").await == 2).then_some(())
+    })
+    .await;
+
+    let out = env.cli(&["dlq", "purge", "--source", &a]).await;
+    assert!(!out.success && out.stderr.contains("--yes"), "{out:?}");
+    let out = env.cli(&["dlq", "replay"]).await;
+    assert!(
+        !out.success && out.stderr.contains("--all"),
+        "replay with no selection: {out:?}"
+    );
+
+    let out = env
+        .cli(&["dlq", "purge", "--source", &a, "--yes"])
+        .await
+        .ok();
+    assert!(out.stdout.contains("purged 1"), "{out:?}");
+    let parked = env.cli(&["dlq", "list", "--json"]).await.ok().json();
+    assert_eq!(parked.as_array().unwrap().len(), 1);
+    assert_eq!(parked[0]["source_id"], b.as_str());
+    let purged = env
+        .cli(&["dlq", "list", "--status", "purged", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(purged[0]["source_id"], a.as_str());
+    let matching = env
+        .cli(&[
+            "dlq",
+            "list",
+            "--error-contains",
+            "EXPECTED",
+            "--since",
+            "1h",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        matching.as_array().unwrap().len(),
+        1,
+        "error text matches case-insensitively"
+    );
+    let out = env.cli(&["dlq", "list", "--since", "yesterday"]).await;
+    assert!(!out.success && out.stderr.contains("--since"), "{out:?}");
+    let out = env
+        .cli(&["dlq", "show", "0192a3b4-0000-7000-8000-000000000000"])
+        .await;
+    assert!(!out.success && out.stderr.contains("0192a3b4"), "{out:?}");
+}
