@@ -245,13 +245,7 @@ impl TestEnv {
         let ch = conn.create_channel().await.expect("channel");
         let mut out = Vec::new();
         while let Some(m) = ch
-            .basic_get(
-                queue.into(),
-                BasicGetOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-            )
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
             .await
             .unwrap_or_else(|e| panic!("basic.get {queue}: {e}"))
         {

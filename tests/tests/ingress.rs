@@ -30,16 +30,24 @@ async fn post_to(
 
 /// One provider's three requests: signed (202, queued once with the right headers), tampered
 /// body (401 invalid_signature), unsigned (401 missing_signature).
-async fn accepts_signed_rejects_tampered(
-    env: &TestEnv,
-    ingress: &Server,
-    source: &str,
-    provider: &str,
+struct Case<'a> {
+    source: &'a str,
+    provider: &'a str,
     headers: Headers,
-    signature_header: &str,
-    body: &[u8],
-    expected_dedup: &str,
-) {
+    signature_header: &'a str,
+    body: &'a [u8],
+    expected_dedup: &'a str,
+}
+
+async fn accepts_signed_rejects_tampered(env: &TestEnv, ingress: &Server, case: Case<'_>) {
+    let Case {
+        source,
+        provider,
+        headers,
+        signature_header,
+        body,
+        expected_dedup,
+    } = case;
     let ok = post_to(ingress, source, &headers, body).await;
     assert_eq!(ok.status, 202, "{provider}: {ok:?}");
     assert_eq!(ok.json()["status"], "queued");
@@ -99,7 +107,7 @@ async fn accepts_signed_rejects_tampered(
     );
     assert!(envelope::header(props, envelope::H_RECEIVED_AT).is_some());
     let headers = props.headers().as_ref().unwrap();
-    for (name, _) in headers.inner() {
+    for name in headers.inner().keys() {
         let name = name.as_str();
         assert!(
             !name.contains("signature")
@@ -142,12 +150,14 @@ async fn every_provider_accepts_signed_and_rejects_tampered_or_unsigned() {
     accepts_signed_rejects_tampered(
         &env,
         &ingress,
-        &github,
-        "github",
-        sign::github(SECRET, "issues", &delivery, &body),
-        "x-hub-signature-256",
-        &body,
-        &format!("4242:{delivery}"),
+        Case {
+            source: &github,
+            provider: "github",
+            headers: sign::github(SECRET, "issues", &delivery, &body),
+            signature_header: "x-hub-signature-256",
+            body: &body,
+            expected_dedup: &format!("4242:{delivery}"),
+        },
     )
     .await;
 
@@ -155,12 +165,14 @@ async fn every_provider_accepts_signed_and_rejects_tampered_or_unsigned() {
     accepts_signed_rejects_tampered(
         &env,
         &ingress,
-        &stripe,
-        "stripe",
-        sign::stripe("whsec_stripe_test_secret", now, body),
-        "stripe-signature",
-        body,
-        "evt_1NG8Du2eZvKYlo2CUI79vXWy",
+        Case {
+            source: &stripe,
+            provider: "stripe",
+            headers: sign::stripe("whsec_stripe_test_secret", now, body),
+            signature_header: "stripe-signature",
+            body,
+            expected_dedup: "evt_1NG8Du2eZvKYlo2CUI79vXWy",
+        },
     )
     .await;
 
@@ -168,12 +180,14 @@ async fn every_provider_accepts_signed_and_rejects_tampered_or_unsigned() {
     accepts_signed_rejects_tampered(
         &env,
         &ingress,
-        &slack,
-        "slack",
-        sign::slack(SECRET, now, "application/json", body),
-        "x-slack-signature",
-        body,
-        "Ev08MFMKH6",
+        Case {
+            source: &slack,
+            provider: "slack",
+            headers: sign::slack(SECRET, now, "application/json", body),
+            signature_header: "x-slack-signature",
+            body,
+            expected_dedup: "Ev08MFMKH6",
+        },
     )
     .await;
 
@@ -182,12 +196,14 @@ async fn every_provider_accepts_signed_and_rejects_tampered_or_unsigned() {
     accepts_signed_rejects_tampered(
         &env,
         &ingress,
-        &shopify,
-        "shopify",
-        sign::shopify(SECRET, "orders/create", &webhook_id, body),
-        "x-shopify-hmac-sha256",
-        body,
-        &webhook_id,
+        Case {
+            source: &shopify,
+            provider: "shopify",
+            headers: sign::shopify(SECRET, "orders/create", &webhook_id, body),
+            signature_header: "x-shopify-hmac-sha256",
+            body,
+            expected_dedup: &webhook_id,
+        },
     )
     .await;
 
@@ -196,12 +212,14 @@ async fn every_provider_accepts_signed_and_rejects_tampered_or_unsigned() {
     accepts_signed_rejects_tampered(
         &env,
         &ingress,
-        &standard,
-        "standard-webhooks",
-        sign::standard("webhook", &whsec, &msg_id, now, body),
-        "webhook-signature",
-        body,
-        &msg_id,
+        Case {
+            source: &standard,
+            provider: "standard-webhooks",
+            headers: sign::standard("webhook", &whsec, &msg_id, now, body),
+            signature_header: "webhook-signature",
+            body,
+            expected_dedup: &msg_id,
+        },
     )
     .await;
     // The same scheme under Svix's header names.
@@ -209,12 +227,14 @@ async fn every_provider_accepts_signed_and_rejects_tampered_or_unsigned() {
     accepts_signed_rejects_tampered(
         &env,
         &ingress,
-        &standard,
-        "standard-webhooks",
-        sign::standard("svix", &whsec, &msg_id, now, body),
-        "svix-signature",
-        body,
-        &msg_id,
+        Case {
+            source: &standard,
+            provider: "standard-webhooks",
+            headers: sign::standard("svix", &whsec, &msg_id, now, body),
+            signature_header: "svix-signature",
+            body,
+            expected_dedup: &msg_id,
+        },
     )
     .await;
 
@@ -238,12 +258,14 @@ async fn every_provider_accepts_signed_and_rejects_tampered_or_unsigned() {
     accepts_signed_rejects_tampered(
         &env,
         &ingress,
-        &generic,
-        "generic-hmac",
-        headers,
-        "x-signature",
-        body,
-        &request_id,
+        Case {
+            source: &generic,
+            provider: "generic-hmac",
+            headers,
+            signature_header: "x-signature",
+            body,
+            expected_dedup: &request_id,
+        },
     )
     .await;
 }
@@ -765,9 +787,8 @@ async fn bad_configuration_is_named_without_a_panic() {
     assert!(!out.success);
     assert!(out.stderr.contains("HOOKLINE_INGRESS_ADDR"), "{out:?}");
 
-    for out in [run(vec![("HOOKLINE_MAX_BODY_BYTES", "-1")]).await] {
-        assert!(!out.success);
-        assert!(out.stderr.contains("HOOKLINE_MAX_BODY_BYTES"), "{out:?}");
-        assert!(!out.stderr.contains("panicked"), "{out:?}");
-    }
+    let out = run(vec![("HOOKLINE_MAX_BODY_BYTES", "-1")]).await;
+    assert!(!out.success);
+    assert!(out.stderr.contains("HOOKLINE_MAX_BODY_BYTES"), "{out:?}");
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
 }
