@@ -1,5 +1,4 @@
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -13,7 +12,12 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() {
+    let code = serve().await;
+    hookline_shared::telemetry::exit(code)
+}
+
+async fn serve() -> i32 {
     let args = Args::parse();
     hookline_shared::telemetry::init();
     let settings = match hookline_shared::config::Settings::load(args.config.as_deref()) {
@@ -26,13 +30,13 @@ async fn main() -> ExitCode {
     };
     tracing::info!(addr = %app.addr(), "hookline-ingress listening");
     match app.run_until_stopped().await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => fail(&e),
     }
 }
 
 /// Prints the error chain on stderr (no stack trace) and exits non-zero.
-fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+fn fail(e: &dyn std::fmt::Display) -> i32 {
     eprintln!("hookline-ingress: {e:#}");
-    ExitCode::FAILURE
+    1
 }

@@ -26,3 +26,14 @@ pub fn init_cli() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Ends the process with `code` once its work is done (servers stopped, connections closed),
+/// without dropping the async runtime: lapin's I/O thread may still hold a task on it (a connect
+/// in progress when startup failed), and tearing the runtime down under it makes that thread
+/// panic on the way out.
+pub fn exit(code: i32) -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code)
+}

@@ -1,20 +1,19 @@
-use std::process::ExitCode;
-
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() {
     let cli = hookline_worker::cli::Cli::parse();
     if matches!(cli.command, hookline_worker::cli::Command::Run) {
         hookline_shared::telemetry::init();
     } else {
         hookline_shared::telemetry::init_cli();
     }
-    match hookline_worker::cli::run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match hookline_worker::cli::run(cli).await {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("hookline-worker: {e:#}");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    hookline_shared::telemetry::exit(code)
 }
