@@ -106,6 +106,24 @@ impl SourceCache {
         }
     }
 
+    /// Stores `value` as option `key` of source `id` if it has none yet (Notion's verification
+    /// token), and reloads the source so the next request verifies with it. Returns whether it
+    /// was stored.
+    pub async fn capture(
+        &self,
+        id: &SourceId,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, hookline_shared::source::SourceError> {
+        let stored = self.repo.capture_option(id, key, value).await?;
+        if let Some(loaded) = self.repo.load(id).await?
+            && let Ok(mut e) = self.entries.write()
+        {
+            e.insert(id.clone(), Arc::new(self.build(loaded)));
+        }
+        Ok(stored)
+    }
+
     /// Brings the cache in line with the database: rebuilds changed sources, drops removed ones.
     pub async fn refresh(&self) -> Result<(), hookline_shared::source::SourceError> {
         let versions = self.repo.versions().await?;

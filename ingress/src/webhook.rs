@@ -59,6 +59,11 @@ enum Accepted {
     Queued(EventId),
     Duplicate(EventId),
     Handshake(hookline_shared::providers::HandshakeResponse),
+    /// A request of several events, all queued or duplicates.
+    Split {
+        events: Vec<(EventId, bool)>,
+        response: Option<hookline_shared::providers::HandshakeResponse>,
+    },
 }
 
 impl Accepted {
@@ -67,6 +72,8 @@ impl Accepted {
             Accepted::Queued(_) => "queued",
             Accepted::Duplicate(_) => "duplicate",
             Accepted::Handshake(_) => "handshake",
+            Accepted::Split { events, .. } if events.iter().all(|(_, dup)| *dup) => "duplicate",
+            Accepted::Split { .. } => "queued",
         }
     }
 
@@ -76,7 +83,32 @@ impl Accepted {
                 .json(serde_json::json!({ "id": id.to_string(), "status": "queued" })),
             Accepted::Duplicate(id) => HttpResponse::Ok()
                 .json(serde_json::json!({ "id": id.to_string(), "status": "duplicate" })),
-            Accepted::Handshake(h) => HttpResponse::Ok().content_type(h.content_type).body(h.body),
+            Accepted::Handshake(h)
+            | Accepted::Split {
+                response: Some(h), ..
+            } => HttpResponse::Ok().content_type(h.content_type).body(h.body),
+            Accepted::Split {
+                events,
+                response: None,
+            } => {
+                let all_duplicates = events.iter().all(|(_, dup)| *dup);
+                let list: Vec<_> = events
+                    .iter()
+                    .map(|(id, dup)| {
+                        serde_json::json!({
+                            "id": id.to_string(),
+                            "status": if *dup { "duplicate" } else { "queued" },
+                        })
+                    })
+                    .collect();
+                let status = if all_duplicates { "duplicate" } else { "queued" };
+                let body = serde_json::json!({ "status": status, "events": list });
+                if all_duplicates {
+                    HttpResponse::Ok().json(body)
+                } else {
+                    HttpResponse::Accepted().json(body)
+                }
+            }
         }
     }
 }
@@ -142,6 +174,7 @@ async fn accept(
         headers: &headers,
         body: &body,
     };
+    verifier.prefetch(&raw).await;
     let verified = match verifier.verify(&raw, SystemTime::now()) {
         Ok(v) => v,
         Err(e) => {
@@ -154,8 +187,12 @@ async fn accept(
             return Err(e.into());
         }
     };
-    if let Disposition::Respond(h) = &verified.disposition {
-        return Ok(Accepted::Handshake(h.clone()));
+    match &verified.disposition {
+        Disposition::Enqueue | Disposition::Split { .. } => {}
+        Disposition::Respond(h) => return Ok(Accepted::Handshake(h.clone())),
+        Disposition::Capture { option, value } => {
+            return capture(&source, option, value, state).await;
+        }
     }
     let hook = VerifiedWebhook {
         source,
@@ -192,16 +229,87 @@ async fn read_body(
 }
 
 async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, ApiError> {
-    let source = &hook.source;
-    let dedup_key = hook
-        .verified
-        .dedup_key
-        .clone()
-        .unwrap_or_else(|| body_hash_key(&hook.body));
+    let verifier = hook
+        .source
+        .verifier
+        .as_ref()
+        .map_err(|_| ApiError::SourceMisconfigured {
+            retry_after: state.retry_after,
+        })?;
+    let forwarded: Vec<(&str, &str)> = verifier
+        .forwarded_headers()
+        .iter()
+        .filter_map(|name| hook.headers.get(name).map(|v| (*name, v)))
+        .collect();
+    let one = |body: &'_ [u8], content_type, dedup_key: String, event_type| Event {
+        source: &hook.source,
+        body: body.to_vec().into(),
+        content_type,
+        dedup_key,
+        event_type,
+        received_at: hook.received_at,
+        forwarded: forwarded.clone(),
+    };
+    match &hook.verified.disposition {
+        Disposition::Split { parts, response } => {
+            // Every part on its own; a failure anywhere asks the provider to retry the whole
+            // request, whose published parts are then answered as duplicates.
+            let results = futures::future::join_all(parts.iter().map(|p| {
+                publish(
+                    one(&p.body, Some(p.content_type), p.dedup_key.clone(), p.event_type.as_deref()),
+                    state,
+                )
+            }))
+            .await;
+            let events = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+            Ok(Accepted::Split {
+                events,
+                response: response.clone(),
+            })
+        }
+        _ => {
+            let dedup_key = hook
+                .verified
+                .dedup_key
+                .clone()
+                .unwrap_or_else(|| body_hash_key(&hook.body));
+            let event = Event {
+                body: hook.body.clone(),
+                ..one(
+                    &[],
+                    hook.headers.get("content-type"),
+                    dedup_key,
+                    hook.verified.event_type.as_deref(),
+                )
+            };
+            match publish(event, state).await? {
+                (id, true) => Ok(Accepted::Duplicate(id)),
+                (id, false) => Ok(Accepted::Queued(id)),
+            }
+        }
+    }
+}
+
+/// One event to deduplicate and publish.
+struct Event<'a> {
+    source: &'a CachedSource,
+    body: web::Bytes,
+    content_type: Option<&'a str>,
+    dedup_key: String,
+    event_type: Option<&'a str>,
+    received_at: chrono::DateTime<chrono::Utc>,
+    forwarded: Vec<(&'a str, &'a str)>,
+}
+
+/// Claims the event's dedup key, publishes it and waits for the confirm. Returns the event id
+/// and whether it was a duplicate (then the id is the one first accepted).
+async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), ApiError> {
+    let source = ev.source;
+    let dedup_key = ev.dedup_key.as_str();
     let event_id = EventId::new();
     let decision = state
         .dedup
-        .acquire(&source.id, &dedup_key, event_id, source.dedup_window)
+        .acquire(&source.id, dedup_key, event_id, source.dedup_window)
         .await
         .map_err(|e| {
             tracing::warn!(source = %source.id, error = %e, "dedup claim failed");
@@ -217,32 +325,21 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
                 .duplicates
                 .with_label_values(&[source.id.as_str(), source.provider.as_str()])
                 .inc();
-            return Ok(Accepted::Duplicate(prior));
+            return Ok((prior, true));
         }
         Decision::Proceed(guard) => guard,
     };
 
-    let verifier = source
-        .verifier
-        .as_ref()
-        .map_err(|_| ApiError::SourceMisconfigured {
-            retry_after: state.retry_after,
-        })?;
-    let forwarded: Vec<(&str, &str)> = verifier
-        .forwarded_headers()
-        .iter()
-        .filter_map(|name| hook.headers.get(name).map(|v| (*name, v)))
-        .collect();
     let envelope = Envelope {
         event_id,
         source_id: &source.id,
         tenant: &source.tenant,
         provider: source.provider,
-        dedup_key: &dedup_key,
-        event_type: hook.verified.event_type.as_deref(),
-        received_at: hook.received_at,
-        content_type: hook.headers.get("content-type"),
-        forwarded,
+        dedup_key,
+        event_type: ev.event_type,
+        received_at: ev.received_at,
+        content_type: ev.content_type,
+        forwarded: ev.forwarded,
     };
     let started = Instant::now();
     let published = state
@@ -250,7 +347,7 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
         .publish(
             INGRESS_EXCHANGE,
             WORK_ROUTING_KEY,
-            &hook.body,
+            &ev.body,
             envelope.properties(),
         )
         .await;
@@ -268,7 +365,7 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
                 tracing::warn!(source = %source.id, event_id = %event_id, error = %e, "could not mark claim published");
             }
             tracing::debug!(source = %source.id, event_id = %event_id, "queued");
-            Ok(Accepted::Queued(event_id))
+            Ok((event_id, false))
         }
         Err(e) => {
             state
@@ -284,6 +381,29 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
             tracing::warn!(source = %source.id, event_id = %event_id, error = %e, "publish not confirmed; asking the provider to retry");
             guard.release().await;
             Err(state.unavailable(e.reason()))
+        }
+    }
+}
+
+/// Notion's verification request: store its token on the source (only if it has none) and answer
+/// 200, so the operator can read it with `hookline-worker sources show` and paste it into Notion.
+async fn capture(
+    source: &CachedSource,
+    option: &str,
+    value: &str,
+    state: &AppState,
+) -> Result<Accepted, ApiError> {
+    match state.sources.capture(&source.id, option, value).await {
+        Ok(stored) => {
+            tracing::info!(source = %source.id, option, stored, "verification request received; see `hookline-worker sources show`");
+            Ok(Accepted::Handshake(hookline_shared::providers::HandshakeResponse {
+                content_type: "application/json",
+                body: br#"{"status":"received"}"#.to_vec(),
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(source = %source.id, error = %e, "could not store the verification token");
+            Err(state.unavailable("database"))
         }
     }
 }

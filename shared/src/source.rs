@@ -289,6 +289,27 @@ impl SourceRepo {
         }
     }
 
+    /// Sets option `key` to `value` only if the source does not have it yet; returns whether it
+    /// was set. One statement, so two replicas capturing at once cannot overwrite each other.
+    pub async fn capture_option(
+        &self,
+        id: &SourceId,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, SourceError> {
+        let mut conn = self.pool.get().await?;
+        let n = diesel::sql_query(
+            "UPDATE sources SET options = options || jsonb_build_object($2::text, $3::text), \
+             updated_at = now() WHERE id = $1 AND NOT options ? $2",
+        )
+        .bind::<diesel::sql_types::Text, _>(id.as_str())
+        .bind::<diesel::sql_types::Text, _>(key)
+        .bind::<diesel::sql_types::Text, _>(value)
+        .execute(&mut conn)
+        .await?;
+        Ok(n == 1)
+    }
+
     pub async fn remove(&self, id: &SourceId) -> Result<(), SourceError> {
         let mut conn = self.pool.get().await?;
         let n = diesel::delete(sources::table.filter(sources::id.eq(id.as_str())))

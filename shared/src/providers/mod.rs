@@ -156,6 +156,17 @@ pub struct HandshakeResponse {
     pub body: Vec<u8>,
 }
 
+/// One event of a request that carries several (HubSpot and SendGrid post arrays, Salesforce
+/// a SOAP envelope of notifications). Each part is deduplicated and published on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The event on its own, as the worker's parser reads it.
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub dedup_key: String,
+    pub event_type: Option<String>,
+}
+
 /// What to do with a verified request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Disposition {
@@ -163,6 +174,16 @@ pub enum Disposition {
     Enqueue,
     /// Answer 200 with this body; nothing is queued.
     Respond(HandshakeResponse),
+    /// Deduplicate and publish each part; answer once every part is confirmed (or was a
+    /// duplicate): 200 with `response` when given (Salesforce's `<Ack>`), else 202 listing the events.
+    Split {
+        parts: Vec<Part>,
+        response: Option<HandshakeResponse>,
+    },
+    /// Store `value` as the source option `option` and answer 200 (Notion's first, unsigned
+    /// request carries the verification token its later signatures are made with). Verifiers
+    /// only produce this while the option is unset.
+    Capture { option: &'static str, value: String },
 }
 
 /// The outcome of a successful verification.
@@ -277,7 +298,15 @@ pub trait Verifier: Send + Sync + fmt::Debug {
     /// Request headers a parser downstream needs (event type, delivery ids), lower-case. Never
     /// credentials: signature headers, Authorization and cookies are not forwarded.
     fn forwarded_headers(&self) -> &'static [&'static str];
+
+    /// Makes sure key material `req` needs is loaded before [`Verifier::verify`] runs, for
+    /// verifiers whose keys live elsewhere (a JWKS URL). The default has nothing to load.
+    fn prefetch<'a>(&'a self, _req: &'a RawRequest<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Options every provider accepts (handled by the ingress, not the verifier).
 pub const COMMON_OPTIONS: &[&str] = &["tolerance", "dedup_window", "max_body_bytes"];
