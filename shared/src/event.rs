@@ -160,6 +160,7 @@ pub fn normalize(
             false,
         ),
         ProviderKind::GenericHmac => generic(r, &payload, options)?,
+        ProviderKind::Hubspot => hubspot(&payload)?,
     };
     Ok(NormalizedEvent {
         id: r.event_id,
@@ -258,6 +259,19 @@ fn github(r: &Received, payload: &Value) -> Result<Parsed, ParseError> {
     Ok((event.to_owned(), event_type, entity))
 }
 
+/// One HubSpot event (the ingress split the array): `contact.propertyChange` → module `contact`;
+/// the newer generic `object.creation` uses its `objectTypeId` (`0-1`) as the module.
+fn hubspot(payload: &Value) -> Result<Parsed, ParseError> {
+    let t =
+        str_at(payload, "/subscriptionType").ok_or(ParseError::MissingField("subscriptionType"))?;
+    let first = t.split_once('.').map_or(t, |(m, _)| m);
+    let module = match (first, str_at(payload, "/objectTypeId")) {
+        ("object", Some(type_id)) => type_id.to_owned(),
+        _ => first.to_owned(),
+    };
+    Ok((module, t.to_owned(), scalar_at(payload, "/objectId")))
+}
+
 fn slack(payload: &Value) -> Result<Parsed, ParseError> {
     if let Some(t) = str_at(payload, "/event/type") {
         let event_type = match str_at(payload, "/event/subtype") {
@@ -352,6 +366,25 @@ mod tests {
                 e.entity_id.as_deref()
             ),
             ("issues", "issues.opened", Some("42"))
+        );
+    }
+
+    #[test]
+    fn hubspot_event() {
+        let r = received(ProviderKind::Hubspot, "application/json", None, vec![]);
+        let e = normalize(
+            &r,
+            br#"{"eventId":1,"subscriptionType":"contact.propertyChange","objectId":123,"propertyName":"email"}"#,
+            &Options::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                e.module.as_str(),
+                e.event_type.as_str(),
+                e.entity_id.as_deref()
+            ),
+            ("contact", "contact.propertyChange", Some("123"))
         );
     }
 

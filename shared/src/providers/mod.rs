@@ -11,6 +11,7 @@ use crate::secret::Secret;
 
 pub mod generic_hmac;
 pub mod github;
+pub mod hubspot;
 pub mod shopify;
 pub mod slack;
 pub mod standard_webhooks;
@@ -35,6 +36,7 @@ pub enum ProviderKind {
     Shopify,
     StandardWebhooks,
     GenericHmac,
+    Hubspot,
 }
 
 impl ProviderKind {
@@ -45,6 +47,7 @@ impl ProviderKind {
         ProviderKind::Shopify,
         ProviderKind::StandardWebhooks,
         ProviderKind::GenericHmac,
+        ProviderKind::Hubspot,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,7 +58,14 @@ impl ProviderKind {
             ProviderKind::Shopify => "shopify",
             ProviderKind::StandardWebhooks => "standard-webhooks",
             ProviderKind::GenericHmac => "generic-hmac",
+            ProviderKind::Hubspot => "hubspot",
         }
+    }
+
+    /// Every kind's name, comma-separated (for messages).
+    pub fn names() -> String {
+        let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+        names.join(", ")
     }
 }
 
@@ -66,9 +76,7 @@ impl fmt::Display for ProviderKind {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "unknown provider kind `{0}` (known: github, stripe, slack, shopify, standard-webhooks, generic-hmac)"
-)]
+#[error("unknown provider kind `{0}` (known: {known})", known = ProviderKind::names())]
 pub struct UnknownProvider(pub String);
 
 impl FromStr for ProviderKind {
@@ -375,6 +383,10 @@ pub fn build_verifier(
         ProviderKind::GenericHmac => {
             util::reject_unknown(kind, options, generic_hmac::OPTIONS)?;
             Box::new(generic_hmac::GenericHmac::new(secrets, options, tolerance)?)
+        }
+        ProviderKind::Hubspot => {
+            util::reject_unknown(kind, options, hubspot::OPTIONS)?;
+            Box::new(hubspot::Hubspot::new(secrets, options, tolerance)?)
         }
     })
 }

@@ -1,0 +1,161 @@
+//! Providers whose one request carries several events: each event is deduplicated, published and
+//! routed on its own, and the provider gets its answer only once all of them are safe.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use hookline_shared::envelope;
+use hookline_tests::sign::hmac_sha256;
+use hookline_tests::{TestEnv, eventually, post};
+
+const SECRET: &str = "hubspot-client-secret";
+const WORK: &str = "hookline.work";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// HubSpot v3, from its documentation: base64 HMAC-SHA256 of method + URI + body + timestamp.
+fn hubspot(uri: &str, ts: i64, body: &[u8]) -> Vec<(String, String)> {
+    let signed = [
+        b"POST".as_slice(),
+        uri.as_bytes(),
+        body,
+        ts.to_string().as_bytes(),
+    ]
+    .concat();
+    let sig =
+        base64::engine::general_purpose::STANDARD.encode(hmac_sha256(SECRET.as_bytes(), &signed));
+    vec![
+        ("content-type".into(), "application/json".into()),
+        ("x-hubspot-signature-v3".into(), sig),
+        ("x-hubspot-request-timestamp".into(), ts.to_string()),
+    ]
+}
+
+fn event(id: u64, kind: &str, object: u64) -> String {
+    format!(
+        r#"{{"eventId":{id},"subscriptionId":7,"portalId":62515,"occurredAt":1700000000000,"subscriptionType":"{kind}","attemptNumber":0,"objectId":{object}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_batches_become_one_event_each_deduplicated_on_their_own() {
+    let env = TestEnv::new().await;
+    let public = "https://hooks.example.com/webhooks/hs?portal=62515";
+    let source = env
+        .add_source("hubspot", SECRET, &[&format!("public_url={public}")])
+        .await;
+    let ingress = env.ingress().await;
+    let url = ingress.url(&format!("/webhooks/{source}"));
+
+    let batch = format!(
+        "[{},{},{}]",
+        event(1, "contact.creation", 101),
+        event(2, "contact.propertyChange", 101),
+        event(3, "deal.creation", 202)
+    );
+    let a = post(
+        &url,
+        &hubspot(public, now_ms(), batch.as_bytes()),
+        batch.as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 202, "{a:?}");
+    let events = a.json()["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e["status"] == "queued"));
+
+    let messages = env.drain(WORK).await;
+    assert_eq!(messages.len(), 3, "one message per event");
+    let mut keys: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let body: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap();
+            assert!(body.is_object(), "each message is one event, not the array");
+            envelope::header(&m.delivery.properties, envelope::H_DEDUP_KEY)
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys[0], "62515:7:1:1700000000000:101");
+
+    // HubSpot retries the same batch with one more event in it: only the new one is queued.
+    let retry = format!(
+        "[{},{}]",
+        event(3, "deal.creation", 202),
+        event(4, "deal.deletion", 202)
+    );
+    let a = post(
+        &url,
+        &hubspot(public, now_ms(), retry.as_bytes()),
+        retry.as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 202, "{a:?}");
+    let statuses: Vec<_> = a.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["duplicate", "queued"]);
+    let all_again = post(
+        &url,
+        &hubspot(public, now_ms(), retry.as_bytes()),
+        retry.as_bytes(),
+    )
+    .await;
+    assert_eq!(all_again.status, 200, "{all_again:?}");
+    assert_eq!(all_again.json()["status"], "duplicate");
+
+    // Tampered, stale and signed for another URL are refused.
+    let mut tampered = batch.clone().into_bytes();
+    tampered[15] ^= 1;
+    let a = post(
+        &url,
+        &hubspot(public, now_ms(), batch.as_bytes()),
+        &tampered,
+    )
+    .await;
+    assert_eq!((a.status, a.error().as_str()), (401, "invalid_signature"));
+    let a = post(
+        &url,
+        &hubspot(public, now_ms() - 6 * 60_000, batch.as_bytes()),
+        batch.as_bytes(),
+    )
+    .await;
+    assert_eq!((a.status, a.error().as_str()), (401, "stale_timestamp"));
+    let a = post(
+        &url,
+        &hubspot("https://elsewhere.example.com/", now_ms(), batch.as_bytes()),
+        batch.as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 401);
+
+    // Through the worker: each event is its own row, routed by its own module.
+    let _worker = env.worker().await;
+    eventually(
+        "the new event is stored",
+        Duration::from_secs(30),
+        || async { (env.count("select count(*) from events").await == 1).then_some(()) },
+    )
+    .await;
+    let row = env
+        .db
+        .query_one("select module, event_type, entity_id from events", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, Option<String>>(2)
+        ),
+        ("deal".into(), "deal.deletion".into(), Some("202".into()))
+    );
+}
