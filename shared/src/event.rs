@@ -161,6 +161,7 @@ pub fn normalize(
         ),
         ProviderKind::GenericHmac => generic(r, &payload, options)?,
         ProviderKind::Hubspot => hubspot(&payload)?,
+        ProviderKind::Sendgrid => sendgrid(&payload)?,
     };
     Ok(NormalizedEvent {
         id: r.event_id,
@@ -270,6 +271,22 @@ fn hubspot(payload: &Value) -> Result<Parsed, ParseError> {
         _ => first.to_owned(),
     };
     Ok((module, t.to_owned(), scalar_at(payload, "/objectId")))
+}
+
+/// One SendGrid event (the ingress split the array): module `delivery` (processed, dropped,
+/// delivered, deferred, bounce) or `engagement` (open, click, spamreport, unsubscribes), as
+/// SendGrid groups them; the event type is the event name; the entity is the message.
+fn sendgrid(payload: &Value) -> Result<Parsed, ParseError> {
+    let event = str_at(payload, "/event").ok_or(ParseError::MissingField("event"))?;
+    let module = match event {
+        "processed" | "dropped" | "delivered" | "deferred" | "bounce" => "delivery",
+        _ => "engagement",
+    };
+    Ok((
+        module.to_owned(),
+        event.to_owned(),
+        scalar_at(payload, "/sg_message_id"),
+    ))
 }
 
 fn slack(payload: &Value) -> Result<Parsed, ParseError> {

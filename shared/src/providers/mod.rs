@@ -12,6 +12,7 @@ use crate::secret::Secret;
 pub mod generic_hmac;
 pub mod github;
 pub mod hubspot;
+pub mod sendgrid;
 pub mod shopify;
 pub mod slack;
 pub mod standard_webhooks;
@@ -37,6 +38,7 @@ pub enum ProviderKind {
     StandardWebhooks,
     GenericHmac,
     Hubspot,
+    Sendgrid,
 }
 
 impl ProviderKind {
@@ -48,6 +50,7 @@ impl ProviderKind {
         ProviderKind::StandardWebhooks,
         ProviderKind::GenericHmac,
         ProviderKind::Hubspot,
+        ProviderKind::Sendgrid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl ProviderKind {
             ProviderKind::StandardWebhooks => "standard-webhooks",
             ProviderKind::GenericHmac => "generic-hmac",
             ProviderKind::Hubspot => "hubspot",
+            ProviderKind::Sendgrid => "sendgrid",
         }
     }
 
@@ -387,6 +391,10 @@ pub fn build_verifier(
         ProviderKind::Hubspot => {
             util::reject_unknown(kind, options, hubspot::OPTIONS)?;
             Box::new(hubspot::Hubspot::new(secrets, options, tolerance)?)
+        }
+        ProviderKind::Sendgrid => {
+            util::reject_unknown(kind, options, &[])?;
+            Box::new(sendgrid::Sendgrid::new(secrets, tolerance)?)
         }
     })
 }
