@@ -162,6 +162,17 @@ pub fn normalize(
         ProviderKind::GenericHmac => generic(r, &payload, options)?,
         ProviderKind::Hubspot => hubspot(&payload)?,
         ProviderKind::Sendgrid => sendgrid(&payload)?,
+        ProviderKind::Salesforce => {
+            // One notification, as the ingress made it: the sObject type is the module.
+            let t = str_at(&payload, "/sobject_type")
+                .filter(|t| !t.is_empty())
+                .ok_or(ParseError::MissingField("sobject_type"))?;
+            (
+                t.to_owned(),
+                format!("{t}.notification"),
+                scalar_at(&payload, "/sobject/Id"),
+            )
+        }
     };
     Ok(NormalizedEvent {
         id: r.event_id,

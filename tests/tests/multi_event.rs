@@ -240,3 +240,101 @@ async fn sendgrid_batches_are_verified_with_the_public_key_and_split() {
         ]
     );
 }
+
+const SALESFORCE_MESSAGE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+   <OrganizationId>00D000000000062EAA</OrganizationId>
+   <ActionId>04k000000000001AAA</ActionId>
+   <SessionId xsi:nil="true"/>
+   <Notification>
+    <Id>04l000000000001AAA</Id>
+    <sObject xsi:type="sf:Contact" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+     <sf:Id>003000000000001AAA</sf:Id>
+     <sf:Email>ada@example.com</sf:Email>
+    </sObject>
+   </Notification>
+   <Notification>
+    <Id>04l000000000002AAA</Id>
+    <sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+     <sf:Id>006000000000002AAA</sf:Id>
+     <sf:StageName>Closed Won</sf:StageName>
+    </sObject>
+   </Notification>
+  </notifications>
+ </soapenv:Body>
+</soapenv:Envelope>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salesforce_outbound_messages_are_acked_only_once_published() {
+    let env = TestEnv::new().await;
+    let source = env
+        .add_source(
+            "salesforce",
+            "sf-endpoint-token",
+            &["organization_ids=00D000000000062"],
+        )
+        .await;
+    let ingress = env.ingress().await;
+    let headers = vec![
+        (
+            "content-type".to_owned(),
+            "text/xml; charset=utf-8".to_owned(),
+        ),
+        ("soapaction".to_owned(), "\"\"".to_owned()),
+    ];
+    let url = ingress.url(&format!("/webhooks/{source}?token=sf-endpoint-token"));
+    let body = SALESFORCE_MESSAGE.as_bytes();
+
+    let a = post(&url, &headers, body).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(
+        a.header("content-type")
+            .is_some_and(|c| c.starts_with("text/xml"))
+    );
+    assert!(a.body.contains("<Ack>true</Ack>"), "{}", a.body);
+    assert_eq!(env.queue_len(WORK).await, 2, "one event per notification");
+    // Salesforce retries until acked; a retry is acked again and queues nothing.
+    let again = post(&url, &headers, body).await;
+    assert_eq!(again.status, 200);
+    assert!(again.body.contains("<Ack>true</Ack>"));
+    assert_eq!(env.queue_len(WORK).await, 2);
+
+    let wrong = ingress.url(&format!("/webhooks/{source}?token=guess"));
+    let a = post(&wrong, &headers, body).await;
+    assert_eq!((a.status, a.error().as_str()), (401, "invalid_signature"));
+    let none = ingress.url(&format!("/webhooks/{source}"));
+    assert_eq!(post(&none, &headers, body).await.status, 401);
+    let foreign = SALESFORCE_MESSAGE.replace("00D000000000062EAA", "00D000000000777EAA");
+    assert_eq!(post(&url, &headers, foreign.as_bytes()).await.status, 401);
+
+    let _worker = env.worker().await;
+    eventually(
+        "both notifications stored",
+        Duration::from_secs(30),
+        || async { (env.count("select count(*) from events").await == 2).then_some(()) },
+    )
+    .await;
+    let rows = env
+        .db
+        .query(
+            "select module, entity_id, dedup_key from events order by module",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, Option<String>, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got[0],
+        (
+            "Contact".into(),
+            Some("003000000000001AAA".into()),
+            "04l000000000001AAA".into()
+        )
+    );
+    assert_eq!(got[1].0, "Opportunity");
+}

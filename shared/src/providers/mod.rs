@@ -12,6 +12,7 @@ use crate::secret::Secret;
 pub mod generic_hmac;
 pub mod github;
 pub mod hubspot;
+pub mod salesforce;
 pub mod sendgrid;
 pub mod shopify;
 pub mod slack;
@@ -39,6 +40,7 @@ pub enum ProviderKind {
     GenericHmac,
     Hubspot,
     Sendgrid,
+    Salesforce,
 }
 
 impl ProviderKind {
@@ -51,6 +53,7 @@ impl ProviderKind {
         ProviderKind::GenericHmac,
         ProviderKind::Hubspot,
         ProviderKind::Sendgrid,
+        ProviderKind::Salesforce,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl ProviderKind {
             ProviderKind::GenericHmac => "generic-hmac",
             ProviderKind::Hubspot => "hubspot",
             ProviderKind::Sendgrid => "sendgrid",
+            ProviderKind::Salesforce => "salesforce",
         }
     }
 
@@ -395,6 +399,10 @@ pub fn build_verifier(
         ProviderKind::Sendgrid => {
             util::reject_unknown(kind, options, &[])?;
             Box::new(sendgrid::Sendgrid::new(secrets, tolerance)?)
+        }
+        ProviderKind::Salesforce => {
+            util::reject_unknown(kind, options, salesforce::OPTIONS)?;
+            Box::new(salesforce::Salesforce::new(secrets, options)?)
         }
     })
 }
