@@ -162,6 +162,13 @@ pub fn normalize(
         ProviderKind::GenericHmac => generic(r, &payload, options)?,
         ProviderKind::Hubspot => hubspot(&payload)?,
         ProviderKind::Sendgrid => sendgrid(&payload)?,
+        // `page.content_updated` → module `page`; the entity is the page/database/comment.
+        ProviderKind::Notion => dotted(
+            str_at(&payload, "/type").ok_or(ParseError::MissingField("type"))?,
+            &payload,
+            "/entity/id",
+            false,
+        ),
         ProviderKind::Salesforce => {
             // One notification, as the ingress made it: the sObject type is the module.
             let t = str_at(&payload, "/sobject_type")

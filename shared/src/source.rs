@@ -85,7 +85,8 @@ pub struct NewSource {
     pub tenant: String,
     pub provider: ProviderKind,
     pub options: Options,
-    pub secret: Secret,
+    /// `None` only for providers whose key arrives later ([`ProviderKind::secret_optional`]).
+    pub secret: Option<Secret>,
 }
 
 #[derive(Queryable)]
@@ -143,12 +144,24 @@ impl SourceRepo {
         if new.tenant.is_empty() || new.tenant.len() > 128 {
             return Err(SourceError::BadTenant);
         }
-        providers::build_verifier(
-            new.provider,
-            SecretSet::single(new.secret.clone()),
-            &new.options,
-        )?;
-        let sealed = self.key.seal(&new.secret, new.id.as_str());
+        let secrets = match &new.secret {
+            Some(secret) => SecretSet::single(secret.clone()),
+            None if new.provider.secret_optional() => SecretSet::default(),
+            None => {
+                return Err(OptionError::BadSecret {
+                    provider: new.provider,
+                    reason: "a secret is required (--secret-stdin, --secret-env NAME or \
+                             --generate-secret)"
+                        .into(),
+                }
+                .into());
+            }
+        };
+        providers::build_verifier(new.provider, secrets, &new.options)?;
+        let sealed = new
+            .secret
+            .as_ref()
+            .map(|secret| self.key.seal(secret, new.id.as_str()));
         let options = serde_json::to_value(&new.options)
             .map_err(|e| SourceError::BadOptions(e.to_string()))?;
         let mut conn = self.pool.get().await?;
@@ -165,7 +178,9 @@ impl SourceRepo {
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?;
-                if n == 1 {
+                if n == 1
+                    && let Some(sealed) = sealed
+                {
                     diesel::insert_into(source_secrets::table)
                         .values((
                             source_secrets::source_id.eq(new.id.as_str()),

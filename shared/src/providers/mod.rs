@@ -12,6 +12,7 @@ use crate::secret::Secret;
 pub mod generic_hmac;
 pub mod github;
 pub mod hubspot;
+pub mod notion;
 pub mod salesforce;
 pub mod sendgrid;
 pub mod shopify;
@@ -41,6 +42,7 @@ pub enum ProviderKind {
     Hubspot,
     Sendgrid,
     Salesforce,
+    Notion,
 }
 
 impl ProviderKind {
@@ -54,6 +56,7 @@ impl ProviderKind {
         ProviderKind::Hubspot,
         ProviderKind::Sendgrid,
         ProviderKind::Salesforce,
+        ProviderKind::Notion,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,7 +70,14 @@ impl ProviderKind {
             ProviderKind::Hubspot => "hubspot",
             ProviderKind::Sendgrid => "sendgrid",
             ProviderKind::Salesforce => "salesforce",
+            ProviderKind::Notion => "notion",
         }
+    }
+
+    /// Whether a source may start without a secret: Notion's verification token arrives with
+    /// Notion's first request and is captured then.
+    pub fn secret_optional(self) -> bool {
+        matches!(self, ProviderKind::Notion)
     }
 
     /// Every kind's name, comma-separated (for messages).
@@ -403,6 +413,10 @@ pub fn build_verifier(
         ProviderKind::Salesforce => {
             util::reject_unknown(kind, options, salesforce::OPTIONS)?;
             Box::new(salesforce::Salesforce::new(secrets, options)?)
+        }
+        ProviderKind::Notion => {
+            util::reject_unknown(kind, options, notion::OPTIONS)?;
+            Box::new(notion::Notion::new(secrets, options))
         }
     })
 }

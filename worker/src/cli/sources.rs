@@ -58,8 +58,10 @@ pub enum SourcesCommand {
     Remove { id: SourceId },
 }
 
+/// Required for every provider but Notion, whose verification token arrives with Notion's
+/// first request (then `sources show` displays it).
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 pub struct SecretInput {
     /// Read the secret from standard input (trailing newline removed).
     #[arg(long)]
@@ -106,7 +108,10 @@ fn read_secret(
         std::env::var(name)
             .with_context(|| format!("--secret-env: environment variable `{name}` is not set"))?
     } else {
-        bail!("give one of --secret-stdin, --secret-env NAME or --generate-secret");
+        bail!(
+            "a secret is required for provider {provider}: give one of --secret-stdin, \
+             --secret-env NAME or --generate-secret"
+        );
     };
     if secret.is_empty() {
         bail!("the secret is empty");
@@ -152,12 +157,18 @@ pub async fn run(settings: &Settings, cmd: SourcesCommand) -> anyhow::Result<()>
             secret,
             options,
         } => {
-            let (value, generated) = read_secret(
-                secret.secret_stdin,
-                secret.secret_env.as_deref(),
-                secret.generate_secret,
-                provider,
-            )?;
+            let given = secret.secret_stdin || secret.secret_env.is_some() || secret.generate_secret;
+            let (value, generated) = if !given && provider.secret_optional() {
+                (None, false)
+            } else {
+                let (value, generated) = read_secret(
+                    secret.secret_stdin,
+                    secret.secret_env.as_deref(),
+                    secret.generate_secret,
+                    provider,
+                )?;
+                (Some(value), generated)
+            };
             let id = id.unwrap_or_else(SourceId::generate);
             let info = repo
                 .add(NewSource {
@@ -169,7 +180,7 @@ pub async fn run(settings: &Settings, cmd: SourcesCommand) -> anyhow::Result<()>
                 })
                 .await?;
             let mut out = serde_json::json!({ "id": info.id, "path": info.path });
-            if generated {
+            if generated && let Some(value) = &value {
                 out["secret"] = String::from_utf8_lossy(value.expose()).into();
             }
             println!("{out}");

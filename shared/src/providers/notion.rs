@@ -1,0 +1,199 @@
+//! Notion webhooks: `X-Notion-Signature: sha256=<hex HMAC-SHA256(verification token, body)>`.
+//! <https://developers.notion.com/reference/webhooks>
+//!
+//! When a subscription is created, Notion posts one unsigned request carrying
+//! `{"verification_token": "secret_…"}`; the integration owner pastes that token back into Notion
+//! to activate the subscription, and Notion signs every later event with it. A Notion source may
+//! therefore start without a secret: the first such request is answered 200 and its token stored
+//! as the source option `verification_token` (shown by `hookline-worker sources show`) — only
+//! while the source has no token, so an unsigned request can never replace a token in use. A
+//! token given as the source's secret (`--secret-stdin`) works the same way.
+//!
+//! Dedup key: the event `id`.
+
+use std::time::SystemTime;
+
+use super::{
+    Disposition, Options, RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq,
+    hmac_sha256,
+};
+
+pub const OPTIONS: &[&str] = &["verification_token"];
+
+const SIGNATURE: &str = "x-notion-signature";
+
+#[derive(Debug)]
+pub struct Notion {
+    secrets: SecretSet,
+    /// Captured from Notion's verification request.
+    captured: Option<String>,
+}
+
+impl Notion {
+    pub fn new(secrets: SecretSet, options: &Options) -> Self {
+        Self {
+            secrets,
+            captured: options.get("verification_token").cloned(),
+        }
+    }
+
+    fn keys(&self, now: SystemTime) -> impl Iterator<Item = &[u8]> {
+        self.secrets
+            .active(now)
+            .map(|s| s.expose())
+            .chain(self.captured.iter().map(|t| t.as_bytes()))
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerificationRequest {
+    verification_token: String,
+}
+
+#[derive(serde::Deserialize)]
+struct EventIds {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+impl Verifier for Notion {
+    fn verify(&self, req: &RawRequest<'_>, now: SystemTime) -> Result<Verified, VerifyError> {
+        let Some(header) = req.header(SIGNATURE) else {
+            // Unsigned: only Notion's verification request, and only before a token is known.
+            if self.keys(now).next().is_none()
+                && let Ok(v) = serde_json::from_slice::<VerificationRequest>(req.body)
+                && !v.verification_token.is_empty()
+                && v.verification_token.len() <= 256
+            {
+                return Ok(Verified {
+                    dedup_key: None,
+                    event_type: None,
+                    disposition: Disposition::Capture {
+                        option: "verification_token",
+                        value: v.verification_token,
+                    },
+                });
+            }
+            return Err(VerifyError::MissingHeader(SIGNATURE));
+        };
+        let given = header
+            .strip_prefix("sha256=")
+            .ok_or(VerifyError::MalformedHeader(SIGNATURE))?;
+        let ok = self.keys(now).any(|key| {
+            constant_time_eq(
+                hex::encode(hmac_sha256(key, &[req.body])).as_bytes(),
+                given.as_bytes(),
+            )
+        });
+        if !ok {
+            return Err(VerifyError::BadSignature);
+        }
+        if req.media_type().as_deref() != Some("application/json") {
+            return Err(VerifyError::UnsupportedMediaType);
+        }
+        let ids: EventIds = serde_json::from_slice(req.body)
+            .map_err(|_| VerifyError::InvalidPayload("body is not a JSON event"))?;
+        let id = ids
+            .id
+            .ok_or(VerifyError::InvalidPayload("the event has no id"))?;
+        Ok(Verified::enqueue(Some(id), ids.kind))
+    }
+
+    fn forwarded_headers(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Headers;
+    use crate::secret::Secret;
+    use proptest::prelude::*;
+
+    const TOKEN: &str = "secret_tMrlL1qK5vuQAh1b6cZGhFChZTSYJlce98V0pYn7yBl";
+    // Notion's documented `page.created` example; its signature computed independently with
+    // Python's hmac module (Notion publishes no signed vector).
+    const BODY: &str = r#"{"id":"56c5d7d0-2b4b-4f87-a5e8-7d0e7bfa1a60","timestamp":"2024-12-05T23:57:05.379Z","workspace_id":"13950b26-c203-4f3b-b97d-93ec06319565","subscription_id":"29d75c0d-5546-4414-8459-7b7a92f1fc4b","integration_id":"0ef2e755-4912-8096-91c1-00376a88a5ca","type":"page.created","authors":[{"id":"c7c11cca-1d73-471d-9b6e-bdef51470190","type":"person"}],"attempt_number":1,"entity":{"id":"153104cd-477e-809d-8dc4-ff2d96ae3090","type":"page"},"data":{"parent":{"id":"13950b26-c203-4f3b-b97d-93ec06319565","type":"space"}}}"#;
+    const SIG: &str = "sha256=1576998bb12782102d43de3df7bc17f92c6ac62394f67a7a1232eefa8ec0df05";
+
+    fn captured() -> Notion {
+        let mut o = Options::new();
+        o.insert("verification_token".into(), TOKEN.into());
+        Notion::new(SecretSet::default(), &o)
+    }
+
+    fn check(v: &Notion, sig: Option<&str>, body: &[u8]) -> Result<Verified, VerifyError> {
+        let mut pairs = vec![("content-type", "application/json")];
+        if let Some(sig) = sig {
+            pairs.push((SIGNATURE, sig));
+        }
+        let headers: Headers = pairs.into_iter().collect();
+        v.verify(
+            &RawRequest {
+                method: "POST",
+                path_and_query: "/webhooks/n",
+                headers: &headers,
+                body,
+            },
+            SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn signed_with_the_captured_or_given_token() {
+        let ok = check(&captured(), Some(SIG), BODY.as_bytes()).unwrap();
+        assert_eq!(
+            ok.dedup_key.as_deref(),
+            Some("56c5d7d0-2b4b-4f87-a5e8-7d0e7bfa1a60")
+        );
+        assert_eq!(ok.event_type.as_deref(), Some("page.created"));
+        let given = Notion::new(SecretSet::single(Secret::from(TOKEN)), &Options::new());
+        assert!(check(&given, Some(SIG), BODY.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn the_verification_request_is_captured_only_while_no_token_is_known() {
+        let body = br#"{"verification_token":"secret_abc"}"#;
+        let fresh = Notion::new(SecretSet::default(), &Options::new());
+        assert_eq!(
+            check(&fresh, None, body).unwrap().disposition,
+            Disposition::Capture {
+                option: "verification_token",
+                value: "secret_abc".into()
+            }
+        );
+        assert_eq!(
+            check(&captured(), None, body).unwrap_err(),
+            VerifyError::MissingHeader(SIGNATURE),
+            "an unsigned request cannot replace a token in use"
+        );
+        assert_eq!(
+            check(&fresh, None, BODY.as_bytes()).unwrap_err(),
+            VerifyError::MissingHeader(SIGNATURE)
+        );
+        assert_eq!(
+            check(&fresh, Some(SIG), BODY.as_bytes()).unwrap_err(),
+            VerifyError::BadSignature,
+            "nothing verifies before the token is known"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_changed_byte_is_rejected(i in 0usize..BODY.len(), flip in 1u8..=255) {
+            let v = captured();
+            let mut body = BODY.as_bytes().to_vec();
+            body[i] ^= flip;
+            prop_assert!(check(&v, Some(SIG), &body).is_err());
+            let mut sig = SIG.as_bytes().to_vec();
+            let j = 7 + i % (SIG.len() - 7);
+            sig[j] ^= flip;
+            if let Ok(sig) = std::str::from_utf8(&sig) {
+                prop_assert!(check(&v, Some(sig), BODY.as_bytes()).is_err());
+            }
+        }
+    }
+}
