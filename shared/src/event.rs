@@ -162,6 +162,7 @@ pub fn normalize(
         ProviderKind::GenericHmac => generic(r, &payload, options)?,
         ProviderKind::Hubspot => hubspot(&payload)?,
         ProviderKind::Sendgrid => sendgrid(&payload)?,
+        ProviderKind::GooglePubsub => pubsub(&mut payload, options)?,
         // `page.content_updated` → module `page`; the entity is the page/database/comment.
         ProviderKind::Notion => dotted(
             str_at(&payload, "/type").ok_or(ParseError::MissingField("type"))?,
@@ -307,6 +308,41 @@ fn sendgrid(payload: &Value) -> Result<Parsed, ParseError> {
     ))
 }
 
+/// A Pub/Sub push: `message.data` (base64) is decoded in place — to JSON when it is JSON, else
+/// text. Module: the attribute named by option `module_attribute`, else the subscription's id;
+/// event type: the attribute named by `event_type_attribute` (default `eventType`), else the
+/// module; entity: the `objectId` attribute (Cloud Storage notifications) when present.
+fn pubsub(payload: &mut Value, options: &Options) -> Result<Parsed, ParseError> {
+    use base64::Engine as _;
+    let data = str_at(payload, "/message/data").unwrap_or_default();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|_| ParseError::NotJson("message.data is not base64".into()))?;
+    let decoded = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    if let Some(message) = payload.get_mut("message").and_then(Value::as_object_mut) {
+        message.insert("data".into(), decoded);
+    }
+    let attribute = |name: &str| str_at(payload, &format!("/message/attributes/{name}"));
+    let subscription = str_at(payload, "/subscription")
+        .and_then(|s| s.rsplit('/').next())
+        .filter(|s| !s.is_empty());
+    let module = options
+        .get("module_attribute")
+        .and_then(|a| attribute(a))
+        .or(subscription)
+        .ok_or(ParseError::MissingField("subscription"))?
+        .to_owned();
+    let event_type = attribute(
+        options
+            .get("event_type_attribute")
+            .map_or("eventType", String::as_str),
+    )
+    .map_or_else(|| module.clone(), str::to_owned);
+    let entity = attribute("objectId").map(str::to_owned);
+    Ok((module, event_type, entity))
+}
+
 fn slack(payload: &Value) -> Result<Parsed, ParseError> {
     if let Some(t) = str_at(payload, "/event/type") {
         let event_type = match str_at(payload, "/event/subtype") {
@@ -402,6 +438,26 @@ mod tests {
             ),
             ("issues", "issues.opened", Some("42"))
         );
+    }
+
+    #[test]
+    fn pubsub_data_is_decoded() {
+        let r = received(ProviderKind::GooglePubsub, "application/json", None, vec![]);
+        let e = normalize(
+            &r,
+            br#"{"message":{"attributes":{"eventType":"OBJECT_FINALIZE","objectId":"a.txt"},"data":"eyJuYW1lIjoiYS50eHQifQ==","messageId":"1"},"subscription":"projects/acme/subscriptions/uploads"}"#,
+            &Options::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                e.module.as_str(),
+                e.event_type.as_str(),
+                e.entity_id.as_deref()
+            ),
+            ("uploads", "OBJECT_FINALIZE", Some("a.txt"))
+        );
+        assert_eq!(e.payload["message"]["data"]["name"], "a.txt");
     }
 
     #[test]

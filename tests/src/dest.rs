@@ -12,6 +12,8 @@ pub enum Reply {
     Status(u16),
     /// A status with `Retry-After: <seconds>`.
     RetryAfter(u16, u64),
+    /// A JSON body with this status (e.g. a JWKS document).
+    Json(u16, String),
     /// 200 after a pause (a slow destination).
     Slow(std::time::Duration),
     /// Never answers.
@@ -134,6 +136,9 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
         Reply::RetryAfter(code, secs) => HttpResponse::build(status(code))
             .insert_header(("Retry-After", secs.to_string()))
             .finish(),
+        Reply::Json(code, body) => HttpResponse::build(status(code))
+            .content_type("application/json")
+            .body(body),
         Reply::Slow(pause) => {
             tokio::time::sleep(pause).await;
             HttpResponse::Ok().finish()

@@ -160,22 +160,19 @@ impl TestEnv {
         run_binary("hookline-worker", args, stdin, &self.vars(), env).await
     }
 
-    /// `sources add` with the secret on stdin; returns the source id.
+    /// `sources add` with the secret on stdin (none when `secret` is empty, for providers that
+    /// take none); returns the source id.
     pub async fn add_source(&self, provider: &str, secret: &str, options: &[&str]) -> String {
-        let mut args = vec![
-            "sources",
-            "add",
-            "--provider",
-            provider,
-            "--tenant",
-            "acme",
-            "--secret-stdin",
-        ];
+        let mut args = vec!["sources", "add", "--provider", provider, "--tenant", "acme"];
+        if !secret.is_empty() {
+            args.push("--secret-stdin");
+        }
         for o in options {
             args.push("--option");
             args.push(o);
         }
-        let out = self.cli_with(&args, Some(secret), &[]).await.ok();
+        let stdin = (!secret.is_empty()).then_some(secret);
+        let out = self.cli_with(&args, stdin, &[]).await.ok();
         out.json()["id"]
             .as_str()
             .expect("sources add prints the id")

@@ -104,3 +104,133 @@ async fn notion_token_is_captured_shown_and_then_required() {
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("page-42"));
     assert_eq!(row.get::<_, String>(3), "9a1c-evt");
 }
+
+mod pubsub {
+    use super::*;
+    use base64::Engine as _;
+    use hookline_tests::{Destination, Reply};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    const KEY: &str =
+        include_str!("../../shared/src/providers/testdata/pubsub_rsa_test_key.der.b64");
+    const JWKS: &str = include_str!("../../shared/src/providers/testdata/pubsub_jwks.json");
+    const SA: &str = "push@acme-prod.iam.gserviceaccount.com";
+    const AUD: &str = "https://hooks.example.com/pubsub";
+
+    fn token(kid: &str, email: &str, aud: &str) -> String {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(KEY.trim())
+            .unwrap();
+        let now = hookline_tests::unix_now();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let claims = serde_json::json!({
+            "iss": "https://accounts.google.com", "aud": aud, "email": email,
+            "email_verified": true, "iat": now, "exp": now + 3600, "sub": "1",
+        });
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(&der)).unwrap()
+    }
+
+    fn push(message_id: &str, data: &serde_json::Value) -> Vec<u8> {
+        let data = base64::engine::general_purpose::STANDARD.encode(data.to_string());
+        serde_json::json!({
+            "message": {
+                "attributes": {"eventType": "OBJECT_FINALIZE", "objectId": "reports/q3.csv"},
+                "data": data, "messageId": message_id, "message_id": message_id,
+                "publishTime": "2026-11-23T04:00:00.000Z",
+            },
+            "subscription": "projects/acme/subscriptions/uploads",
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn headers(token: &str) -> Vec<(String, String)> {
+        vec![
+            ("content-type".into(), "application/json".into()),
+            ("authorization".into(), format!("Bearer {token}")),
+        ]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pubsub_pushes_are_verified_against_the_jwks_and_decoded() {
+        let env = TestEnv::new().await;
+        let jwks = Destination::start();
+        jwks.set_default(Reply::Json(200, JWKS.to_owned()));
+        let source = env
+            .add_source(
+                "google-pubsub",
+                "",
+                &[
+                    &format!("audience={AUD}"),
+                    &format!("service_account={SA}"),
+                    &format!("jwks_url={}", jwks.url),
+                ],
+            )
+            .await;
+        let ingress = env.ingress().await;
+        let url = ingress.url(&format!("/webhooks/{source}"));
+        let body = push(
+            "2070443601311540",
+            &serde_json::json!({"name": "reports/q3.csv", "size": 42}),
+        );
+
+        let a = post(&url, &headers(&token("test-key-1", SA, AUD)), &body).await;
+        assert_eq!(a.status, 202, "{a:?}");
+        let a = post(&url, &headers(&token("test-key-1", SA, AUD)), &body).await;
+        assert_eq!(a.status, 200, "duplicate on messageId");
+        assert_eq!(jwks.count(), 1, "keys are fetched once and cached");
+
+        for (what, t) in [
+            (
+                "another service account",
+                token("test-key-1", "x@evil.iam.gserviceaccount.com", AUD),
+            ),
+            (
+                "another audience",
+                token("test-key-1", SA, "https://elsewhere.example.com"),
+            ),
+            ("an unknown key", token("test-key-9", SA, AUD)),
+        ] {
+            let a = post(&url, &headers(&t), &push("m-2", &serde_json::json!({}))).await;
+            assert_eq!(a.status, 401, "{what}: {a:?}");
+        }
+        assert_eq!(
+            jwks.count(),
+            1,
+            "an unknown kid right after a fetch does not refetch"
+        );
+        let a = post(
+            &url,
+            &[("content-type".into(), "application/json".into())],
+            &body,
+        )
+        .await;
+        assert_eq!((a.status, a.error().as_str()), (401, "missing_signature"));
+
+        let _worker = env.worker().await;
+        eventually("the push is stored", Duration::from_secs(30), || async {
+            (env.count("select count(*) from events").await == 1).then_some(())
+        })
+        .await;
+        let row = env
+            .db
+            .query_one(
+                "select module, event_type, entity_id, payload->'message'->'data'->>'size' from events",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "uploads");
+        assert_eq!(row.get::<_, String>(1), "OBJECT_FINALIZE");
+        assert_eq!(
+            row.get::<_, Option<String>>(2).as_deref(),
+            Some("reports/q3.csv")
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(3).as_deref(),
+            Some("42"),
+            "data decoded"
+        );
+    }
+}

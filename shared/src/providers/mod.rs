@@ -11,6 +11,7 @@ use crate::secret::Secret;
 
 pub mod generic_hmac;
 pub mod github;
+pub mod google_pubsub;
 pub mod hubspot;
 pub mod notion;
 pub mod salesforce;
@@ -43,6 +44,7 @@ pub enum ProviderKind {
     Sendgrid,
     Salesforce,
     Notion,
+    GooglePubsub,
 }
 
 impl ProviderKind {
@@ -57,6 +59,7 @@ impl ProviderKind {
         ProviderKind::Sendgrid,
         ProviderKind::Salesforce,
         ProviderKind::Notion,
+        ProviderKind::GooglePubsub,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,13 +74,15 @@ impl ProviderKind {
             ProviderKind::Sendgrid => "sendgrid",
             ProviderKind::Salesforce => "salesforce",
             ProviderKind::Notion => "notion",
+            ProviderKind::GooglePubsub => "google-pubsub",
         }
     }
 
     /// Whether a source may start without a secret: Notion's verification token arrives with
-    /// Notion's first request and is captured then.
+    /// Notion's first request and is captured then; Google Pub/Sub verifies with Google's public
+    /// keys.
     pub fn secret_optional(self) -> bool {
-        matches!(self, ProviderKind::Notion)
+        matches!(self, ProviderKind::Notion | ProviderKind::GooglePubsub)
     }
 
     /// Every kind's name, comma-separated (for messages).
@@ -417,6 +422,10 @@ pub fn build_verifier(
         ProviderKind::Notion => {
             util::reject_unknown(kind, options, notion::OPTIONS)?;
             Box::new(notion::Notion::new(secrets, options))
+        }
+        ProviderKind::GooglePubsub => {
+            util::reject_unknown(kind, options, google_pubsub::OPTIONS)?;
+            Box::new(google_pubsub::GooglePubsub::new(options)?)
         }
     })
 }
