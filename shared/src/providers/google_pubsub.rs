@@ -8,6 +8,7 @@
 //! - `aud` is the source's `audience` (what the subscription was configured with);
 //! - `email` is the source's `service_account` and `email_verified` is true;
 //! - `exp`/`iat` within a minute of leeway.
+//!
 //! <https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions>
 //!
 //! Dedup key: `message.messageId`. The worker's parser decodes the base64 `message.data`.
