@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# `make bench`: hookline's benchmarks against the real ingress, worker, broker and database on
+# this machine (release build), in a database and vhost of their own that are removed at the end.
+#
+#   1 raw confirmed publish      the broker's ceiling for persistent 1 KiB publishes with confirms
+#   2 ingress flat out           signed GitHub webhooks, 10% duplicates, 64 connections
+#   3 ingress at a fixed rate    latency at BENCH_RATE req/s (default 2000), open loop
+#   4 raw consume-and-ack        the broker's ceiling for what a worker does with a message
+#   5 worker, 1 replica          events/s from a pre-filled queue through parse, route, store
+#   6 worker, 2 replicas         the same with two replicas
+#
+# Durations and sizes: BENCH_RAW (10s), BENCH_FLAT (20s), BENCH_FIXED (20s), BENCH_RATE (2000),
+# BENCH_EVENTS (50000).
+set -euo pipefail
+export HOOKLINE_PROFILE=release
+. "$(dirname "$0")/env.sh"
+
+raw_for="${BENCH_RAW:-10s}"
+flat_for="${BENCH_FLAT:-20s}"
+fixed_for="${BENCH_FIXED:-20s}"
+rate="${BENCH_RATE:-2000}"
+events="${BENCH_EVENTS:-50000}"
+
+db=hookline_bench
+vhost=hookline-bench
+api=http://127.0.0.1:15672/api
+export HOOKLINE_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
+export HOOKLINE_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$vhost"
+export HOOKLINE_INGRESS_ADDR=127.0.0.1:18080
+export HOOKLINE_WORKER_ADDR=127.0.0.1:19090
+export HOOKLINE_BENCH_SECRET="bench-secret-$RANDOM$RANDOM"
+export RUST_LOG=warn
+results="$root/.hookline/bench-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+pids=()
+
+psql_() { psql -h 127.0.0.1 -U postgres -w -qtAc "$1" "${2:-$db}"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  curl -fsS -u guest:guest -X DELETE "$api/vhosts/$vhost" >/dev/null 2>&1 || true
+  psql_ "drop database if exists $db with (force)" postgres || true
+}
+trap cleanup EXIT
+purge_work() { curl -fsS -u guest:guest -X DELETE "$api/queues/$vhost/hookline.work/contents" >/dev/null; }
+wait_http() { for _ in $(seq 1 100); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+say() { printf '\n== %s\n' "$*"; }
+
+psql_ "drop database if exists $db with (force)" postgres
+psql_ "create database $db" postgres
+curl -fsS -u guest:guest -X DELETE "$api/vhosts/$vhost" >/dev/null 2>&1 || true
+curl -fsS -u guest:guest -X PUT "$api/vhosts/$vhost" -H 'content-type: application/json' -d '{}' >/dev/null
+curl -fsS -u guest:guest -X PUT "$api/permissions/$vhost/guest" -H 'content-type: application/json' \
+  -d '{"configure":".*","write":".*","read":".*"}' >/dev/null
+"$bin/hookline-worker" migrate >/dev/null
+"$bin/hookline-worker" topology declare >/dev/null
+"$bin/hookline-worker" sources add --provider github --tenant bench --id bench-github \
+  --secret-env HOOKLINE_BENCH_SECRET >/dev/null
+
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/{print $2}') GiB; $(psql --version | head -1); RabbitMQ $(rabbitmqctl -q version 2>/dev/null || echo '?')"
+
+"$bin/hookline-ingress" > "$root/.hookline/bench-ingress.log" 2>&1 &
+pids+=($!)
+wait_http "http://$HOOKLINE_INGRESS_ADDR/readyz"
+url="http://$HOOKLINE_INGRESS_ADDR/webhooks/bench-github"
+lg="$bin/hookline-loadgen"
+
+say "1 raw confirmed publish (the ceiling)"
+"$lg" raw-publish --amqp-url "$HOOKLINE_AMQP_URL" --duration "$raw_for" | tee -a "$results"
+
+say "2 ingress flat out ($flat_for, 64 connections, 10% duplicates)"
+"$lg" ingress --url "$url" --duration "$flat_for" --concurrency 64 --duplicates 0.1 | tee -a "$results"
+purge_work
+
+say "3 ingress at $rate req/s ($fixed_for)"
+"$lg" ingress --url "$url" --rate "$rate" --duration "$fixed_for" --concurrency 256 --duplicates 0.1 | tee -a "$results"
+purge_work
+
+say "4 raw consume-and-ack (the worker's ceiling)"
+"$lg" raw-consume --amqp-url "$HOOKLINE_AMQP_URL" --count "$events" | tee -a "$results"
+
+worker_phase() { # replicas
+  local replicas="$1"
+  purge_work
+  psql_ "truncate events, processed"
+  "$lg" ingress --url "$url" --duration 10m --concurrency 64 --duplicates 0 --accepted "$events" >/dev/null
+  local queued
+  queued="$(curl -fsS -u guest:guest "$api/queues/$vhost/hookline.work" | sed -n 's/.*"messages":\([0-9]*\).*/\1/p')"
+  echo "queue pre-filled with ${queued:-?} messages; starting $replicas worker(s)"
+  local wpids=()
+  for i in $(seq 1 "$replicas"); do
+    HOOKLINE_WORKER_ADDR="127.0.0.1:$((19090 + i))" "$bin/hookline-worker" run \
+      > "$root/.hookline/bench-worker-$i.log" 2>&1 &
+    wpids+=($!)
+    pids+=($!)
+  done
+  local n=0
+  for _ in $(seq 1 1200); do
+    n="$(psql_ "select count(*) from events")"
+    [ "$n" -ge "$events" ] && break
+    sleep 0.25
+  done
+  for p in "${wpids[@]}"; do kill -TERM "$p"; wait "$p" 2>/dev/null || true; done
+  # Throughput from the rows themselves: first to last processed_at, so start-up is not counted.
+  psql_ "select json_build_object('phase', 'worker', 'replicas', $replicas, 'events', count(*),
+           'seconds', extract(epoch from max(processed_at) - min(processed_at)),
+           'per_s', count(*) / greatest(extract(epoch from max(processed_at) - min(processed_at)), 0.001))
+         from events" | tee -a "$results" | sed "s/^/worker x$replicas: /"
+}
+
+say "5 worker, 1 replica ($events events)"
+worker_phase 1
+say "6 worker, 2 replicas ($events events)"
+worker_phase 2
+
+echo
+echo "figures saved in ${results#$root/}"
