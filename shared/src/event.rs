@@ -163,6 +163,49 @@ pub fn normalize(
         ProviderKind::Hubspot => hubspot(&payload)?,
         ProviderKind::Sendgrid => sendgrid(&payload)?,
         ProviderKind::GooglePubsub => pubsub(&mut payload, options)?,
+        // `transaction.completed` → `transaction`.
+        ProviderKind::Paddle => dotted(
+            str_at(&payload, "/event_type").ok_or(ParseError::MissingField("event_type"))?,
+            &payload,
+            "/data/id",
+            false,
+        ),
+        // `Issue` + `create` → module `Issue`, event type `Issue.create`.
+        ProviderKind::Linear => {
+            let t = str_at(&payload, "/type").ok_or(ParseError::MissingField("type"))?;
+            let event_type = match str_at(&payload, "/action") {
+                Some(a) => format!("{t}.{a}"),
+                None => t.to_owned(),
+            };
+            (t.to_owned(), event_type, scalar_at(&payload, "/data/id"))
+        }
+        // `payment.updated` → `payment`.
+        ProviderKind::Square => dotted(
+            str_at(&payload, "/type").ok_or(ParseError::MissingField("type"))?,
+            &payload,
+            "/data/id",
+            false,
+        ),
+        // `conversation.user.created` → `conversation`.
+        ProviderKind::Intercom => dotted(
+            str_at(&payload, "/topic").ok_or(ParseError::MissingField("topic"))?,
+            &payload,
+            "/data/item/id",
+            false,
+        ),
+        ProviderKind::Mailgun => {
+            let event = str_at(&payload, "/event-data/event")
+                .ok_or(ParseError::MissingField("event-data.event"))?;
+            let module = match event {
+                "accepted" | "delivered" | "failed" | "rejected" => "delivery",
+                _ => "engagement",
+            };
+            (
+                module.to_owned(),
+                event.to_owned(),
+                scalar_at(&payload, "/event-data/message/headers/message-id"),
+            )
+        }
         // `page.content_updated` → module `page`; the entity is the page/database/comment.
         ProviderKind::Notion => dotted(
             str_at(&payload, "/type").ok_or(ParseError::MissingField("type"))?,

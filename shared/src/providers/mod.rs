@@ -13,11 +13,16 @@ pub mod generic_hmac;
 pub mod github;
 pub mod google_pubsub;
 pub mod hubspot;
+pub mod intercom;
+pub mod linear;
+pub mod mailgun;
 pub mod notion;
+pub mod paddle;
 pub mod salesforce;
 pub mod sendgrid;
 pub mod shopify;
 pub mod slack;
+pub mod square;
 pub mod standard_webhooks;
 pub mod stripe;
 mod util;
@@ -45,6 +50,11 @@ pub enum ProviderKind {
     Salesforce,
     Notion,
     GooglePubsub,
+    Paddle,
+    Linear,
+    Square,
+    Intercom,
+    Mailgun,
 }
 
 impl ProviderKind {
@@ -60,6 +70,11 @@ impl ProviderKind {
         ProviderKind::Salesforce,
         ProviderKind::Notion,
         ProviderKind::GooglePubsub,
+        ProviderKind::Paddle,
+        ProviderKind::Linear,
+        ProviderKind::Square,
+        ProviderKind::Intercom,
+        ProviderKind::Mailgun,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +90,11 @@ impl ProviderKind {
             ProviderKind::Salesforce => "salesforce",
             ProviderKind::Notion => "notion",
             ProviderKind::GooglePubsub => "google-pubsub",
+            ProviderKind::Paddle => "paddle",
+            ProviderKind::Linear => "linear",
+            ProviderKind::Square => "square",
+            ProviderKind::Intercom => "intercom",
+            ProviderKind::Mailgun => "mailgun",
         }
     }
 
@@ -426,6 +446,28 @@ pub fn build_verifier(
         ProviderKind::GooglePubsub => {
             util::reject_unknown(kind, options, google_pubsub::OPTIONS)?;
             Box::new(google_pubsub::GooglePubsub::new(options)?)
+        }
+        ProviderKind::Paddle => {
+            util::reject_unknown(kind, options, &[])?;
+            let explicit = util::duration_option(options, "tolerance")?;
+            Box::new(paddle::Paddle::new(secrets, explicit))
+        }
+        ProviderKind::Linear => {
+            util::reject_unknown(kind, options, &[])?;
+            let explicit = util::duration_option(options, "tolerance")?;
+            Box::new(linear::Linear::new(secrets, explicit))
+        }
+        ProviderKind::Square => {
+            util::reject_unknown(kind, options, square::OPTIONS)?;
+            Box::new(square::Square::new(secrets, options)?)
+        }
+        ProviderKind::Intercom => {
+            util::reject_unknown(kind, options, &[])?;
+            Box::new(intercom::Intercom::new(secrets))
+        }
+        ProviderKind::Mailgun => {
+            util::reject_unknown(kind, options, &[])?;
+            Box::new(mailgun::Mailgun::new(secrets, tolerance))
         }
     })
 }

@@ -91,3 +91,20 @@ pub(crate) fn reject_unknown(
     }
     Ok(())
 }
+
+/// The `public_url` option of providers that sign the URL they posted to (Square, HubSpot,
+/// Twilio): required, http(s).
+pub(crate) fn public_url(kind: ProviderKind, options: &Options) -> Result<String, OptionError> {
+    let url = options.get("public_url").ok_or(OptionError::Missing {
+        name: "public_url",
+        provider: kind,
+    })?;
+    if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(url.clone())
+    } else {
+        Err(OptionError::Invalid {
+            name: "public_url".into(),
+            reason: format!("`{url}` is not an http(s) URL"),
+        })
+    }
+}
