@@ -193,6 +193,47 @@ pub fn normalize(
             "/data/item/id",
             false,
         ),
+        ProviderKind::Twilio => twilio(&payload),
+        // `object_kind` (`merge_request`) + `object_attributes.action` (`open`).
+        ProviderKind::Gitlab => {
+            let kind = str_at(&payload, "/object_kind")
+                .or_else(|| str_at(&payload, "/event_name"))
+                .ok_or(ParseError::MissingField("object_kind"))?;
+            let event_type = match str_at(&payload, "/object_attributes/action") {
+                Some(a) => format!("{kind}.{a}"),
+                None => kind.to_owned(),
+            };
+            let entity = scalar_at(&payload, "/object_attributes/id")
+                .or_else(|| scalar_at(&payload, "/checkout_sha"));
+            (kind.to_owned(), event_type, entity)
+        }
+        // The CRM module (`Leads`) and the operation (`insert`).
+        ProviderKind::Zoho => {
+            let module = str_at(&payload, "/module").ok_or(ParseError::MissingField("module"))?;
+            let op = str_at(&payload, "/operation").unwrap_or("notification");
+            (
+                module.to_owned(),
+                format!("{module}.{op}"),
+                scalar_at(&payload, "/ids/0"),
+            )
+        }
+        // Interactions: `application_command.deploy`, `message_component.<custom_id>`, …
+        ProviderKind::Discord => {
+            let module = match payload.get("type").and_then(Value::as_u64) {
+                Some(2) => "application_command",
+                Some(3) => "message_component",
+                Some(4) => "application_command_autocomplete",
+                Some(5) => "modal_submit",
+                _ => return Err(ParseError::MissingField("type")),
+            };
+            let name =
+                str_at(&payload, "/data/name").or_else(|| str_at(&payload, "/data/custom_id"));
+            let event_type = match name {
+                Some(n) => format!("{module}.{n}"),
+                None => module.to_owned(),
+            };
+            (module.to_owned(), event_type, scalar_at(&payload, "/id"))
+        }
         ProviderKind::Mailgun => {
             let event = str_at(&payload, "/event-data/event")
                 .ok_or(ParseError::MissingField("event-data.event"))?;
@@ -384,6 +425,30 @@ fn pubsub(payload: &mut Value, options: &Options) -> Result<Parsed, ParseError> 
     .map_or_else(|| module.clone(), str::to_owned);
     let entity = attribute("objectId").map(str::to_owned);
     Ok((module, event_type, entity))
+}
+
+/// Twilio's form fields: `message.delivered` (MessageStatus), `message.received` (inbound SMS),
+/// `call.completed` (CallStatus), `recording.completed`; the entity is the resource SID.
+fn twilio(payload: &Value) -> Parsed {
+    let field = |name: &str| str_at(payload, &format!("/{name}"));
+    let (module, sid, status) = if let Some(sid) = field("RecordingSid") {
+        ("recording", Some(sid), field("RecordingStatus"))
+    } else if let Some(sid) = field("MessageSid").or(field("SmsSid")) {
+        (
+            "message",
+            Some(sid),
+            field("MessageStatus").or(field("SmsStatus")),
+        )
+    } else if let Some(sid) = field("CallSid") {
+        ("call", Some(sid), field("CallStatus"))
+    } else {
+        ("twilio", None, None)
+    };
+    let event_type = match status {
+        Some(s) => format!("{module}.{}", s.to_ascii_lowercase()),
+        None => module.to_owned(),
+    };
+    (module.to_owned(), event_type, sid.map(str::to_owned))
 }
 
 fn slack(payload: &Value) -> Result<Parsed, ParseError> {

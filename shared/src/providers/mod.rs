@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::secret::Secret;
 
+pub mod discord;
 pub mod generic_hmac;
 pub mod github;
+pub mod gitlab;
 pub mod google_pubsub;
 pub mod hubspot;
 pub mod intercom;
@@ -25,7 +27,9 @@ pub mod slack;
 pub mod square;
 pub mod standard_webhooks;
 pub mod stripe;
+pub mod twilio;
 mod util;
+pub mod zoho;
 
 pub use util::{
     body_hash_key, constant_time_eq, hmac_sha1, hmac_sha256, hmac_sha512, parse_duration,
@@ -55,6 +59,10 @@ pub enum ProviderKind {
     Square,
     Intercom,
     Mailgun,
+    Twilio,
+    Gitlab,
+    Zoho,
+    Discord,
 }
 
 impl ProviderKind {
@@ -75,6 +83,10 @@ impl ProviderKind {
         ProviderKind::Square,
         ProviderKind::Intercom,
         ProviderKind::Mailgun,
+        ProviderKind::Twilio,
+        ProviderKind::Gitlab,
+        ProviderKind::Zoho,
+        ProviderKind::Discord,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +107,10 @@ impl ProviderKind {
             ProviderKind::Square => "square",
             ProviderKind::Intercom => "intercom",
             ProviderKind::Mailgun => "mailgun",
+            ProviderKind::Twilio => "twilio",
+            ProviderKind::Gitlab => "gitlab",
+            ProviderKind::Zoho => "zoho",
+            ProviderKind::Discord => "discord",
         }
     }
 
@@ -468,6 +484,22 @@ pub fn build_verifier(
         ProviderKind::Mailgun => {
             util::reject_unknown(kind, options, &[])?;
             Box::new(mailgun::Mailgun::new(secrets, tolerance))
+        }
+        ProviderKind::Twilio => {
+            util::reject_unknown(kind, options, twilio::OPTIONS)?;
+            Box::new(twilio::Twilio::new(secrets, options)?)
+        }
+        ProviderKind::Gitlab => {
+            util::reject_unknown(kind, options, &[])?;
+            Box::new(gitlab::Gitlab::new(secrets, tolerance)?)
+        }
+        ProviderKind::Zoho => {
+            util::reject_unknown(kind, options, zoho::OPTIONS)?;
+            Box::new(zoho::Zoho::new(secrets, options)?)
+        }
+        ProviderKind::Discord => {
+            util::reject_unknown(kind, options, &[])?;
+            Box::new(discord::Discord::new(secrets, tolerance)?)
         }
     })
 }
