@@ -196,7 +196,7 @@ impl ClaimGuard {
         self.state = GuardState::Confirmed;
     }
 
-    /// Marks the claim published (batched) and wakes local waiters with "duplicate".
+    /// Wakes local waiters with "duplicate" at once, then marks the claim published (batched).
     pub async fn published(mut self) -> Result<(), DedupError> {
         self.state = GuardState::Confirmed;
         let (source, key) = self
@@ -204,6 +204,7 @@ impl ClaimGuard {
             .key
             .clone()
             .ok_or_else(|| DedupError::Store("claim already resolved".into()))?;
+        self.entry.resolve(Resolution::Published(self.event_id));
         let result = self
             .entry
             .dedup
@@ -211,9 +212,8 @@ impl ClaimGuard {
             .mark_published(&source, &key, self.event_id)
             .await;
         self.state = GuardState::Done;
-        self.entry.resolve(Resolution::Published(self.event_id));
         // A failed mark leaves the claim pending; it turns stale and a provider retry is then
-        // accepted again. That publishes twice, which the worker's idempotency absorbs.
+        // accepted again: published twice (at least once), never lost.
         result.map_err(|e| DedupError::Store(e.to_string()))
     }
 

@@ -91,8 +91,11 @@ impl Application {
         ));
 
         let batch_metric = metrics.claim_batch_size.clone();
+        // Claims commit without waiting for the WAL flush: see db::pool_async_commit.
+        let claims_pool =
+            db::pool_async_commit(&settings.database_url, settings.database_pool_size)?;
         let claims = ClaimStore::start(
-            pool.clone(),
+            claims_pool,
             settings.claim_batch_wait,
             settings.claim_stale_after,
             Arc::new(move |op, n| batch_metric.with_label_values(&[op]).observe(n as f64)),

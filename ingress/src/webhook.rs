@@ -101,7 +101,11 @@ impl Accepted {
                         })
                     })
                     .collect();
-                let status = if all_duplicates { "duplicate" } else { "queued" };
+                let status = if all_duplicates {
+                    "duplicate"
+                } else {
+                    "queued"
+                };
                 let body = serde_json::json!({ "status": status, "events": list });
                 if all_duplicates {
                     HttpResponse::Ok().json(body)
@@ -256,7 +260,12 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
             // request, whose published parts are then answered as duplicates.
             let results = futures::future::join_all(parts.iter().map(|p| {
                 publish(
-                    one(&p.body, Some(p.content_type), p.dedup_key.clone(), p.event_type.as_deref()),
+                    one(
+                        &p.body,
+                        Some(p.content_type),
+                        p.dedup_key.clone(),
+                        p.event_type.as_deref(),
+                    ),
                     state,
                 )
             }))
@@ -360,10 +369,14 @@ async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), Api
                 .publish_seconds
                 .with_label_values(&["confirmed"])
                 .observe(elapsed);
-            if let Err(e) = guard.published().await {
-                // Already queued: answer 202 regardless; see ClaimGuard::published.
-                tracing::warn!(source = %source.id, event_id = %event_id, error = %e, "could not mark claim published");
-            }
+            // The event is safe in the broker: answer now, and let the claim's row follow in
+            // the background (local waiters are told at once; see ClaimGuard::published).
+            let source_id = source.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = guard.published().await {
+                    tracing::warn!(source = %source_id, event_id = %event_id, error = %e, "could not mark claim published");
+                }
+            });
             tracing::debug!(source = %source.id, event_id = %event_id, "queued");
             Ok((event_id, false))
         }
@@ -396,10 +409,12 @@ async fn capture(
     match state.sources.capture(&source.id, option, value).await {
         Ok(stored) => {
             tracing::info!(source = %source.id, option, stored, "verification request received; see `hookline-worker sources show`");
-            Ok(Accepted::Handshake(hookline_shared::providers::HandshakeResponse {
-                content_type: "application/json",
-                body: br#"{"status":"received"}"#.to_vec(),
-            }))
+            Ok(Accepted::Handshake(
+                hookline_shared::providers::HandshakeResponse {
+                    content_type: "application/json",
+                    body: br#"{"status":"received"}"#.to_vec(),
+                },
+            ))
         }
         Err(e) => {
             tracing::warn!(source = %source.id, error = %e, "could not store the verification token");

@@ -156,7 +156,10 @@ pub fn discord(key: &ed25519_dalek::SigningKey, ts: i64, body: &[u8]) -> Headers
         ("content-type", "application/json"),
         ("x-signature-ed25519", &sig),
         ("x-signature-timestamp", &ts),
-        ("user-agent", "Discord-Interactions/1.0 (+https://discord.com)"),
+        (
+            "user-agent",
+            "Discord-Interactions/1.0 (+https://discord.com)",
+        ),
     ])
 }
 

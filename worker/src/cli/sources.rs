@@ -157,7 +157,8 @@ pub async fn run(settings: &Settings, cmd: SourcesCommand) -> anyhow::Result<()>
             secret,
             options,
         } => {
-            let given = secret.secret_stdin || secret.secret_env.is_some() || secret.generate_secret;
+            let given =
+                secret.secret_stdin || secret.secret_env.is_some() || secret.generate_secret;
             let (value, generated) = if !given && provider.secret_optional() {
                 (None, false)
             } else {
