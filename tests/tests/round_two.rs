@@ -306,7 +306,18 @@ async fn twilio_gitlab_zoho_and_discord() {
             .status,
         202
     );
-    assert_eq!(queued_key(&env).await, "SM123:delivered");
+    {
+        use sha2::Digest as _;
+        let expected = format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(form.as_bytes()))
+        );
+        assert_eq!(
+            queued_key(&env).await,
+            expected,
+            "no idempotency token: the body hash"
+        );
+    }
     let with_port = "https://hooks.example.com:443/twilio?tenant=acme";
     let a = send(
         &ingress,

@@ -60,6 +60,8 @@ struct Interaction {
     id: Option<String>,
     #[serde(rename = "type")]
     kind: u8,
+    /// Present on a modal submit when the modal was opened from a message component.
+    message: Option<serde::de::IgnoredAny>,
 }
 
 fn json(body: &'static str) -> HandshakeResponse {
@@ -112,7 +114,10 @@ impl Verifier for Discord {
                 "application_command_autocomplete",
                 r#"{"type":8,"data":{"choices":[]}}"#,
             ),
-            5 => ("modal_submit", r#"{"type":6}"#),
+            // A deferred update (6) is only valid for a modal opened from a component (the
+            // submit then carries that `message`); one opened by a command is deferred like one.
+            5 if i.message.is_some() => ("modal_submit", r#"{"type":6}"#),
+            5 => ("modal_submit", r#"{"type":5}"#),
             _ => return Err(VerifyError::InvalidPayload("unknown interaction type")),
         };
         let id =
@@ -221,6 +226,36 @@ mod tests {
             VerifyError::BadSignature
         );
         assert!(Discord::new(SecretSet::single(Secret::from("zz")), Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn modal_submits_are_deferred_as_their_opener_allows() {
+        // Signed here with RFC 8032 test 1's secret key (the pair of `PUBLIC`).
+        use ed25519_dalek::{Signer, SigningKey};
+        let secret: [u8; 32] =
+            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let key = SigningKey::from_bytes(&secret);
+        assert_eq!(hex::encode(key.verifying_key().to_bytes()), PUBLIC);
+        let answer = |body: &str| {
+            let sig = hex::encode(
+                key.sign(&[TS.as_bytes(), body.as_bytes()].concat())
+                    .to_bytes(),
+            );
+            match check(&verifier(), &sig, body.as_bytes())
+                .unwrap()
+                .disposition
+            {
+                Disposition::Split { response, .. } => response.unwrap().body,
+                other => panic!("modal submits are queued: {other:?}"),
+            }
+        };
+        let from_command = r#"{"id":"5","type":5,"data":{"custom_id":"m1","components":[]},"token":"t","version":1}"#;
+        let from_component = r#"{"id":"6","type":5,"data":{"custom_id":"m1","components":[]},"message":{"id":"9"},"token":"t","version":1}"#;
+        assert_eq!(answer(from_command), br#"{"type":5}"#);
+        assert_eq!(answer(from_component), br#"{"type":6}"#);
     }
 
     proptest! {

@@ -11,8 +11,8 @@
 //! `public_url` is it without the query string, and the query the ingress receives is appended.
 //! <https://www.twilio.com/docs/usage/webhooks/webhooks-security>
 //!
-//! Dedup key: `I-Twilio-Idempotency-Token` when present, else the resource SID with its status
-//! (a status callback per state change), else the body hash.
+//! Dedup key: `I-Twilio-Idempotency-Token` when present, else the body hash (a SID with its
+//! status is not unique: successive `<Gather>` actions of one call share both).
 
 use std::time::SystemTime;
 
@@ -119,27 +119,10 @@ impl Verifier for Twilio {
         if !ok {
             return Err(VerifyError::BadSignature);
         }
-        let param = |name: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let dedup = req
-            .header("i-twilio-idempotency-token")
-            .map(str::to_owned)
-            .or_else(|| {
-                let sid = param("MessageSid")
-                    .or(param("SmsSid"))
-                    .or(param("CallSid"))
-                    .or(param("RecordingSid"))?;
-                let status = param("MessageStatus")
-                    .or(param("SmsStatus"))
-                    .or(param("CallStatus"))
-                    .or(param("RecordingStatus"))
-                    .unwrap_or("");
-                Some(format!("{sid}:{status}"))
-            });
+        // Twilio's idempotency token when it sends one; else the body hash (`None`): a retry
+        // resends the same parameters, while two callbacks of one call (successive `<Gather>`
+        // actions, each `in-progress`) differ in theirs and must both be queued.
+        let dedup = req.header("i-twilio-idempotency-token").map(str::to_owned);
         Ok(Verified::enqueue(dedup, None))
     }
 
@@ -199,7 +182,10 @@ mod tests {
             FORM.as_bytes(),
         )
         .unwrap();
-        assert_eq!(ok.dedup_key.as_deref(), Some("CA1234567890ABCDE:"));
+        assert_eq!(
+            ok.dedup_key, None,
+            "no idempotency token: the ingress hashes the body"
+        );
         // Signed without the port, received with it configured (and the other way round).
         assert!(
             check(

@@ -17,7 +17,9 @@ use hookline_shared::source::{NewSource, SourceInfo, SourceRepo};
 pub enum SourcesCommand {
     /// Add a source; prints {"id", "path", "secret" (only when generated)} as JSON.
     Add {
-        /// Provider kind: github, stripe, slack, shopify, standard-webhooks, generic-hmac.
+        /// Provider kind: github, stripe, slack, shopify, standard-webhooks, generic-hmac, hubspot,
+        /// sendgrid, salesforce, notion, google-pubsub, paddle, linear, square, intercom,
+        /// mailgun, twilio, gitlab, zoho, discord (see the README's provider table).
         #[arg(long)]
         provider: ProviderKind,
         #[arg(long)]
