@@ -86,9 +86,7 @@ worker_phase() { # replicas
   purge_work
   psql_ "truncate events, processed"
   "$lg" ingress --url "$url" --duration 10m --concurrency 64 --duplicates 0 --accepted "$events" >/dev/null
-  local queued
-  queued="$(curl -fsS -u guest:guest "$api/queues/$vhost/hookline.work" | sed -n 's/.*"messages":\([0-9]*\).*/\1/p')"
-  echo "queue pre-filled with ${queued:-?} messages; starting $replicas worker(s)"
+  echo "queue pre-filled with $events events through the ingress; starting $replicas worker(s)"
   local wpids=()
   for i in $(seq 1 "$replicas"); do
     HOOKLINE_WORKER_ADDR="127.0.0.1:$((19090 + i))" "$bin/hookline-worker" run \
