@@ -120,12 +120,17 @@ impl Application {
             )
         })?;
         let addr = listener.local_addr()?;
+        let workers = match settings.ingress_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .configure(webhook::configure)
                 .configure(health::configure)
         })
+        .workers(workers)
         .listen(listener)?
         .shutdown_timeout(10)
         .run();

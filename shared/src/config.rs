@@ -34,6 +34,8 @@ pub struct Settings {
     /// `Retry-After` sent with 503 answers.
     #[serde(with = "duration")]
     pub retry_after: Duration,
+    /// HTTP worker threads of the ingress; 0 = one per CPU core.
+    pub ingress_workers: usize,
     /// Publisher channels the ingress keeps open (confirms are pipelined on each).
     pub publisher_channels: usize,
     /// How often the ingress reloads all sources.
@@ -89,6 +91,7 @@ impl Default for Settings {
             secret_key_file: None,
             publish_timeout: Duration::from_secs(2),
             retry_after: Duration::from_secs(5),
+            ingress_workers: 0,
             publisher_channels: 4,
             source_refresh: Duration::from_secs(2),
             negative_cache: Duration::from_secs(2),
