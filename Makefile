@@ -4,14 +4,14 @@ CARGO ?= cargo
 # End-to-end tests mostly wait on the broker and the database: run more of them than cores.
 TEST_THREADS ?= 6
 
-.PHONY: run test lint services build build-release bench demo clean-dev
+.PHONY: run test lint services tools build build-release bench demo clean-dev
 
 ## run: ensure PostgreSQL and RabbitMQ, migrate, create a demo source, start the ingress
 run: services build
 	@bash deploy/dev/run.sh
 
 ## test: formatting, lints, then every unit and end-to-end test against real services
-test: lint
+test: tools lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS)
 
@@ -21,6 +21,10 @@ lint:
 
 services:
 	@bash deploy/dev/services.sh
+
+## tools: what the tests need besides Rust (promtool, for the deploy/ checks)
+tools:
+	@bash deploy/dev/tools.sh
 
 build:
 	$(CARGO) build --workspace --bins
