@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# Tools `make test` needs beyond Rust: promtool (Debian package `prometheus`), which checks the
-# alert rules and the Prometheus config in deploy/. Does nothing when it is already installed.
+# Tools `make test` needs beyond Rust, for the checks of deploy/ (tests/tests/deploy.rs):
+# - promtool (Debian package `prometheus`): the alert rules and the Prometheus config;
+# - kubernetes-validate (PyPI, schemas bundled, no cluster needed), in .hookline/venv: the
+#   Kubernetes manifests, strictly.
+# Does nothing for what is already installed.
 set -euo pipefail
-if command -v promtool >/dev/null 2>&1; then exit 0; fi
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "[tools] installing promtool (Debian package prometheus)"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-# The package starts a Prometheus server where an init system runs; tests only need promtool.
-$SUDO service prometheus stop >/dev/null 2>&1 || true
-command -v promtool >/dev/null
+apt_install() {
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "[tools] installing promtool (Debian package prometheus)"
+  apt_install prometheus
+  # The package starts a Prometheus server where an init system runs; tests only need promtool.
+  $SUDO service prometheus stop >/dev/null 2>&1 || true
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1 && [ ! -x "$root/.hookline/venv/bin/kubernetes-validate" ]; then
+  echo "[tools] installing kubernetes-validate into .hookline/venv"
+  python3 -m venv "$root/.hookline/venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$root/.hookline/venv"; }
+  "$root/.hookline/venv/bin/pip" install -q kubernetes-validate
+fi

@@ -194,6 +194,34 @@ fn promtool_accepts_the_rules_and_the_config() {
     );
 }
 
+#[test]
+fn kubernetes_manifests_validate_strictly() {
+    let tool = which("kubernetes-validate")
+        .or_else(|| {
+            Some(root().join(".hookline/venv/bin/kubernetes-validate")).filter(|p| p.exists())
+        })
+        .expect("kubernetes-validate is needed (PyPI; deploy/dev/tools.sh installs it)");
+    let mut cmd = std::process::Command::new(tool);
+    cmd.args(["--strict", "--quiet", "--no-warn", "-k", "1.30.0"]);
+    for f in [
+        "namespace",
+        "config",
+        "secret",
+        "migrate-job",
+        "ingress",
+        "worker",
+    ] {
+        cmd.arg(root().join(format!("deploy/k8s/{f}.yaml")));
+    }
+    let out = cmd.output().expect("run kubernetes-validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && !text.contains("ERROR"), "{text}");
+}
+
 fn which(bin: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
