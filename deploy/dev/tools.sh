@@ -2,7 +2,9 @@
 # Tools `make test` needs beyond Rust, for the checks of deploy/ (tests/tests/deploy.rs):
 # - promtool (Debian package `prometheus`): the alert rules and the Prometheus config;
 # - kubernetes-validate (PyPI, schemas bundled, no cluster needed), in .hookline/venv: the
-#   Kubernetes manifests, strictly.
+#   Kubernetes manifests, strictly;
+# - check-jsonschema (PyPI, with the Compose specification's schema vendored), in .hookline/venv:
+#   deploy/compose.yaml.
 # Does nothing for what is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -18,8 +20,11 @@ if ! command -v promtool >/dev/null 2>&1; then
   # The package starts a Prometheus server where an init system runs; tests only need promtool.
   $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
-if ! command -v kubernetes-validate >/dev/null 2>&1 && [ ! -x "$root/.hookline/venv/bin/kubernetes-validate" ]; then
-  echo "[tools] installing kubernetes-validate into .hookline/venv"
-  python3 -m venv "$root/.hookline/venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$root/.hookline/venv"; }
-  "$root/.hookline/venv/bin/pip" install -q kubernetes-validate
-fi
+for tool in kubernetes-validate check-jsonschema; do
+  if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "$root/.hookline/venv/bin/$tool" ]; then
+    echo "[tools] installing $tool into .hookline/venv"
+    [ -x "$root/.hookline/venv/bin/pip" ] || python3 -m venv "$root/.hookline/venv" 2>/dev/null \
+      || { apt_install python3-venv; python3 -m venv "$root/.hookline/venv"; }
+    "$root/.hookline/venv/bin/pip" install -q "$tool"
+  fi
+done

@@ -194,13 +194,31 @@ fn promtool_accepts_the_rules_and_the_config() {
     );
 }
 
+/// A Python tool `deploy/dev/tools.sh` installs (on PATH, or in `.hookline/venv`).
+fn python_tool(name: &str) -> PathBuf {
+    which(name)
+        .or_else(|| Some(root().join(".hookline/venv/bin").join(name)).filter(|p| p.exists()))
+        .unwrap_or_else(|| panic!("{name} is needed (PyPI; deploy/dev/tools.sh installs it)"))
+}
+
+#[test]
+fn compose_file_matches_the_compose_specification() {
+    let out = std::process::Command::new(python_tool("check-jsonschema"))
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(root().join("deploy/compose.yaml"))
+        .output()
+        .expect("run check-jsonschema");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn kubernetes_manifests_validate_strictly() {
-    let tool = which("kubernetes-validate")
-        .or_else(|| {
-            Some(root().join(".hookline/venv/bin/kubernetes-validate")).filter(|p| p.exists())
-        })
-        .expect("kubernetes-validate is needed (PyPI; deploy/dev/tools.sh installs it)");
+    let tool = python_tool("kubernetes-validate");
     let mut cmd = std::process::Command::new(tool);
     cmd.args(["--strict", "--quiet", "--no-warn", "-k", "1.30.0"]);
     for f in [
