@@ -11,6 +11,8 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 ENV CARGO_TERM_COLOR=never
+# aws-lc-sys (rustls, jsonwebtoken) may build with CMake; only this stage carries build tools.
+RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 
 # 1. Dependencies only: the manifests, the lock file and empty crate roots.
 COPY Cargo.toml Cargo.lock ./
