@@ -15,11 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::value::RawValue;
 
 use super::{
-    Disposition, OptionError, Options, Part, ProviderKind, RawRequest, SecretSet, Verified,
-    Verifier, VerifyError, constant_time_eq, hmac_sha256,
+    OptionError, Options, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
+    constant_time_eq, hmac_sha256,
 };
 
 pub const OPTIONS: &[&str] = &["public_url"];
@@ -146,38 +145,19 @@ impl Verifier for Hubspot {
         if !ok {
             return Err(VerifyError::BadSignature);
         }
-        let events: Vec<&RawValue> = serde_json::from_slice(req.body)
-            .map_err(|_| VerifyError::InvalidPayload("body is not a JSON array of events"))?;
-        let parts = events
-            .into_iter()
-            .map(|raw| {
-                let ids: EventIds = serde_json::from_str(raw.get())
-                    .map_err(|_| VerifyError::InvalidPayload("an event is not a JSON object"))?;
-                if ids.event_id.is_none() {
-                    return Err(VerifyError::InvalidPayload("an event has no eventId"));
-                }
-                Ok(Part {
-                    body: raw.get().as_bytes().to_vec(),
-                    content_type: "application/json",
-                    dedup_key: format!(
-                        "{}:{}:{}:{}:{}",
-                        text(&ids.portal_id),
-                        text(&ids.subscription_id),
-                        text(&ids.event_id),
-                        text(&ids.occurred_at),
-                        text(&ids.object_id),
-                    ),
-                    event_type: ids.subscription_type,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Verified {
-            dedup_key: None,
-            event_type: None,
-            disposition: Disposition::Split {
-                parts,
-                response: None,
-            },
+        Verified::split_json_array(req.body, |ids: EventIds| {
+            if ids.event_id.is_none() {
+                return Err(VerifyError::InvalidPayload("an event has no eventId"));
+            }
+            let key = format!(
+                "{}:{}:{}:{}:{}",
+                text(&ids.portal_id),
+                text(&ids.subscription_id),
+                text(&ids.event_id),
+                text(&ids.occurred_at),
+                text(&ids.object_id),
+            );
+            Ok((key, ids.subscription_type))
         })
     }
 
@@ -189,7 +169,7 @@ impl Verifier for Hubspot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::Headers;
+    use crate::providers::{Disposition, Headers};
     use crate::secret::Secret;
     use proptest::prelude::*;
 

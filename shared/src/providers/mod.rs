@@ -271,6 +271,40 @@ impl Verified {
             disposition: Disposition::Enqueue,
         }
     }
+
+    /// Several events, each published on its own, answered with `response` (or the default).
+    pub fn split(parts: Vec<Part>, response: Option<HandshakeResponse>) -> Self {
+        Self {
+            dedup_key: None,
+            event_type: None,
+            disposition: Disposition::Split { parts, response },
+        }
+    }
+
+    /// A body that is a JSON array of events (HubSpot, SendGrid): each element, byte for byte,
+    /// becomes a part; `ids` reads an element's dedup key and event type.
+    pub fn split_json_array<T: serde::de::DeserializeOwned>(
+        body: &[u8],
+        ids: impl Fn(T) -> Result<(String, Option<String>), VerifyError>,
+    ) -> Result<Self, VerifyError> {
+        let events: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+            .map_err(|_| VerifyError::InvalidPayload("body is not a JSON array of events"))?;
+        let parts = events
+            .into_iter()
+            .map(|raw| {
+                let fields: T = serde_json::from_str(raw.get())
+                    .map_err(|_| VerifyError::InvalidPayload("an event is not a JSON object"))?;
+                let (dedup_key, event_type) = ids(fields)?;
+                Ok(Part {
+                    body: raw.get().as_bytes().to_vec(),
+                    content_type: "application/json",
+                    dedup_key,
+                    event_type,
+                })
+            })
+            .collect::<Result<Vec<_>, VerifyError>>()?;
+        Ok(Self::split(parts, None))
+    }
 }
 
 /// Why a request was refused. `Display` never contains expected values.

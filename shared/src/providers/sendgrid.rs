@@ -15,11 +15,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
-use serde_json::value::RawValue;
 
 use super::{
-    Disposition, OptionError, Part, ProviderKind, RawRequest, SecretSet, Verified, Verifier,
-    VerifyError, check_timestamp,
+    OptionError, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
+    check_timestamp,
 };
 
 const SIGNATURE: &str = "x-twilio-email-event-webhook-signature";
@@ -87,31 +86,11 @@ impl Verifier for Sendgrid {
         if !ok {
             return Err(VerifyError::BadSignature);
         }
-        let events: Vec<&RawValue> = serde_json::from_slice(req.body)
-            .map_err(|_| VerifyError::InvalidPayload("body is not a JSON array of events"))?;
-        let parts = events
-            .into_iter()
-            .map(|raw| {
-                let ids: EventIds = serde_json::from_str(raw.get())
-                    .map_err(|_| VerifyError::InvalidPayload("an event is not a JSON object"))?;
-                let key = ids
-                    .sg_event_id
-                    .ok_or(VerifyError::InvalidPayload("an event has no sg_event_id"))?;
-                Ok(Part {
-                    body: raw.get().as_bytes().to_vec(),
-                    content_type: "application/json",
-                    dedup_key: key,
-                    event_type: ids.event,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Verified {
-            dedup_key: None,
-            event_type: None,
-            disposition: Disposition::Split {
-                parts,
-                response: None,
-            },
+        Verified::split_json_array(req.body, |ids: EventIds| {
+            let key = ids
+                .sg_event_id
+                .ok_or(VerifyError::InvalidPayload("an event has no sg_event_id"))?;
+            Ok((key, ids.event))
         })
     }
 
@@ -123,7 +102,7 @@ impl Verifier for Sendgrid {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::{Headers, SecretEntry};
+    use crate::providers::{Disposition, Headers, SecretEntry};
     use crate::secret::Secret;
     use proptest::prelude::*;
 
