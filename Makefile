@@ -40,5 +40,6 @@ bench: services build-release
 demo:
 	@bash deploy/dev/send-demo-webhook.sh
 
+## clean-dev: drop the development database and key (.hookline), so the next `make run` starts clean
 clean-dev:
-	rm -rf .hookline
+	@bash deploy/dev/clean.sh

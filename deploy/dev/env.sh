@@ -3,7 +3,11 @@
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 mkdir -p "$root/.hookline"
 profile="${HOOKLINE_PROFILE:-debug}"
-bin="$root/target/$profile"
+# Where cargo put the binaries: CARGO_TARGET_DIR when set (relative to where make runs, as cargo
+# reads it), else the repository's target/.
+target="${CARGO_TARGET_DIR:-$root/target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+bin="$target/$profile"
 if [ ! -f "$root/.hookline/dev.env" ]; then
   printf 'HOOKLINE_SECRET_KEY=%s\n' "$("$bin/hookline-worker" keygen)" > "$root/.hookline/dev.env"
   chmod 600 "$root/.hookline/dev.env"

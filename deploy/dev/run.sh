@@ -11,12 +11,20 @@ ensure_database
 "$bin/hookline-worker" migrate
 "$bin/hookline-worker" topology declare
 # Demo sources with well-known secrets (deploy/dev/send-demo-webhook.sh signs with them).
+# A demo source this key cannot open (sealed under another HOOKLINE_SECRET_KEY: another checkout,
+# or a .hookline/ removed by hand) is re-created with its well-known secret.
 demo_source() { # id provider secret
-  if ! "$bin/hookline-worker" sources show "$1" >/dev/null 2>&1; then
-    HOOKLINE_DEMO_SECRET="$3" "$bin/hookline-worker" sources add \
-      --provider "$2" --tenant demo --id "$1" --secret-env HOOKLINE_DEMO_SECRET >/dev/null
-    echo "created source $1 (provider $2)"
+  local shown
+  if shown="$("$bin/hookline-worker" sources show "$1" 2>/dev/null)"; then
+    if ! grep -q '"problem": "undecryptable_secret' <<<"$shown"; then
+      return 0
+    fi
+    "$bin/hookline-worker" sources remove "$1" >/dev/null
+    echo "source $1 was sealed under another HOOKLINE_SECRET_KEY: re-creating it"
   fi
+  HOOKLINE_DEMO_SECRET="$3" "$bin/hookline-worker" sources add \
+    --provider "$2" --tenant demo --id "$1" --secret-env HOOKLINE_DEMO_SECRET >/dev/null
+  echo "created source $1 (provider $2)"
 }
 demo_source demo-github github "demo-secret"
 demo_source demo-stripe stripe "whsec_demo_stripe_secret"
@@ -32,7 +40,7 @@ hookline-ingress is starting on http://$HOOKLINE_INGRESS_ADDR, a worker on http:
   (worker log: .hookline/worker.log, routes: ${HOOKLINE_ROUTES#$root/})
   send signed test webhooks:    make demo        (in another terminal)
   health / metrics:             curl http://$HOOKLINE_INGRESS_ADDR/readyz ; curl http://$HOOKLINE_WORKER_ADDR/metrics
-  operator CLI:                 set -a; . .hookline/dev.env; set +a; target/debug/hookline-worker dlq list
+  operator CLI:                 set -a; . .hookline/dev.env; set +a; ${bin#$root/}/hookline-worker dlq list
 Stop with Ctrl-C.
 
 MSG

@@ -41,9 +41,10 @@ impl ApiError {
                 VerifyError::Stale => "stale_timestamp",
                 VerifyError::UnsupportedMediaType => "unsupported_media_type",
                 VerifyError::InvalidPayload(_) => "invalid_payload",
+                VerifyError::CaptureNotArmed => "capture_not_armed",
             },
             ApiError::Unavailable { .. } => "unavailable",
-            ApiError::SourceMisconfigured { .. } => "source_unavailable",
+            ApiError::SourceMisconfigured { .. } => "source_misconfigured",
         }
     }
 }

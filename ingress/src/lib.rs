@@ -29,7 +29,7 @@ pub mod sources;
 pub mod state;
 pub mod webhook;
 
-use sources::{Defaults, SourceCache};
+use sources::{Defaults, RefreshPolicy, SourceCache};
 use state::AppState;
 
 /// A built ingress: listening, background tasks running, serving once awaited.
@@ -78,17 +78,21 @@ impl Application {
                 dedup_window: settings.dedup_window,
                 max_body_bytes: settings.max_body_bytes,
             },
-            settings.negative_cache,
+            RefreshPolicy {
+                every: settings.source_refresh,
+                negative_ttl: settings.negative_cache,
+            },
+            metrics.clone(),
         ));
         if let Err(e) = sources.refresh().await {
             tracing::warn!(error = %e, "initial source load failed; sources load on demand");
         }
         let gauge = metrics.sources_cached.clone();
-        tokio::spawn(sources.clone().run_refresh(
-            settings.source_refresh,
-            shutdown.clone(),
-            move |n| gauge.set(n as i64),
-        ));
+        tokio::spawn(
+            sources
+                .clone()
+                .run_refresh(shutdown.clone(), move |n| gauge.set(n as i64)),
+        );
 
         let batch_metric = metrics.claim_batch_size.clone();
         // Claims commit without waiting for the WAL flush: see db::pool_async_commit.

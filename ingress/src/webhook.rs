@@ -398,8 +398,10 @@ async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), Api
     }
 }
 
-/// Notion's verification request: store its token on the source (only if it has none) and answer
-/// 200, so the operator can read it with `hookline-worker sources show` and paste it into Notion.
+/// Notion's verification request: store its token sealed on the source (only while an operator
+/// armed the capture and the source has no token) and answer 200, so the operator can reveal it
+/// with `hookline-worker sources captured` and paste it into Notion. Refused otherwise (another
+/// replica captured first, or the arming expired since the cache saw it).
 async fn capture(
     source: &CachedSource,
     option: &str,
@@ -407,8 +409,12 @@ async fn capture(
     state: &AppState,
 ) -> Result<Accepted, ApiError> {
     match state.sources.capture(&source.id, option, value).await {
-        Ok(stored) => {
-            tracing::info!(source = %source.id, option, stored, "verification request received; see `hookline-worker sources show`");
+        Ok(false) => {
+            tracing::info!(source = %source.id, option, "verification request refused: capture not armed or already done");
+            Err(hookline_shared::providers::VerifyError::CaptureNotArmed.into())
+        }
+        Ok(true) => {
+            tracing::info!(source = %source.id, option, "verification token captured; reveal it with `hookline-worker sources captured`");
             Ok(Accepted::Handshake(
                 hookline_shared::providers::HandshakeResponse {
                     content_type: "application/json",

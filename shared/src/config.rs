@@ -10,6 +10,27 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::secret::SecretKey;
 
+/// The master key's text as configured: `Debug` prints `[redacted]`, and it is zeroed on drop.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, zeroize::ZeroizeOnDrop)]
+#[serde(transparent)]
+pub struct KeyText(String);
+
+impl KeyText {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Everything the ingress and the worker read from their environment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,8 +45,9 @@ pub struct Settings {
     pub ingress_addr: String,
     /// Where the worker serves health and metrics (`HOOKLINE_WORKER_ADDR`).
     pub worker_addr: String,
-    /// Base64 of 32 bytes; encrypts stored source secrets (`HOOKLINE_SECRET_KEY`).
-    pub secret_key: Option<String>,
+    /// Base64 of 32 bytes; encrypts stored source secrets (`HOOKLINE_SECRET_KEY`). Redacted in
+    /// `Debug`, so logging the settings cannot leak the key that opens every stored secret.
+    pub secret_key: Option<KeyText>,
     /// A file holding the key instead (`HOOKLINE_SECRET_KEY_FILE`), e.g. a mounted Kubernetes secret.
     pub secret_key_file: Option<PathBuf>,
     /// How long the ingress waits for a broker confirm before answering 503.
@@ -211,7 +233,12 @@ impl Settings {
     /// The master key, from `secret_key` or `secret_key_file`.
     pub fn secret_key(&self) -> Result<SecretKey, ConfigError> {
         // An empty variable (`HOOKLINE_SECRET_KEY=`) is a missing key, not a malformed one.
-        if let Some(k) = self.secret_key.as_deref().filter(|k| !k.trim().is_empty()) {
+        if let Some(k) = self
+            .secret_key
+            .as_ref()
+            .map(KeyText::expose)
+            .filter(|k| !k.trim().is_empty())
+        {
             return Ok(SecretKey::from_base64(k)?);
         }
         if let Some(path) = &self.secret_key_file {
@@ -360,6 +387,19 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn debug_never_shows_the_master_key() {
+        let key = SecretKey::generate_base64();
+        let settings = Settings {
+            secret_key: Some(KeyText::new(key.clone())),
+            ..Settings::default()
+        };
+        let shown = format!("{settings:?} {settings:#?}");
+        assert!(!shown.contains(&key), "{shown}");
+        assert!(shown.contains("secret_key: Some([redacted])"), "{shown}");
+        assert!(settings.secret_key().is_ok());
     }
 
     #[test]

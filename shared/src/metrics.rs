@@ -3,7 +3,8 @@
 //! are checked against them).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Renders `registry` in the Prometheus text format.
@@ -55,6 +56,14 @@ pub struct IngressMetrics {
     pub request_seconds: HistogramVec,
     pub broker_up: IntGauge,
     pub sources_cached: IntGauge,
+    /// 1 for each source the ingress cannot serve (answered 503), by source and reason
+    /// (`undecryptable_secret`, `unknown_provider`, `invalid_options`); the series goes away
+    /// when the source is fixed or removed, so it is bounded by the number of sources.
+    pub sources_broken: IntGaugeVec,
+    /// Database statements the source cache sent, by why: `refresh` (periodic), `miss` (an id
+    /// not known yet: at most one per refresh interval), `lookup` (one id, before the first
+    /// refresh succeeded).
+    pub source_queries: IntCounterVec,
 }
 
 impl IngressMetrics {
@@ -82,7 +91,25 @@ impl IngressMetrics {
         registry
             .register(Box::new(sources_cached.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
+        let sources_broken = IntGaugeVec::new(
+            Opts::new(
+                "hookline_ingress_sources_broken",
+                "Sources that cannot be served (answered 503), by source and reason",
+            ),
+            &["source", "reason"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        registry
+            .register(Box::new(sources_broken.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
         Self {
+            sources_broken,
+            source_queries: counter(
+                &registry,
+                "hookline_ingress_source_queries_total",
+                "Statements the source cache sent to the database, by why",
+                &["why"],
+            ),
             requests: counter(
                 &registry,
                 "hookline_ingress_requests_total",

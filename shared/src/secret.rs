@@ -7,6 +7,7 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64_URL;
 use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -29,6 +30,16 @@ impl Secret {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let s = B64.encode(bytes);
+        bytes.zeroize();
+        Self(s.into_bytes())
+    }
+
+    /// A fresh random secret safe to paste into a URL unencoded (Salesforce's `?token=`): 32
+    /// random bytes as base64url without padding — no `+`, `/` or `=` that a query would mangle.
+    pub fn generate_url_safe() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let s = B64_URL.encode(bytes);
         bytes.zeroize();
         Self(s.into_bytes())
     }
@@ -175,6 +186,23 @@ mod tests {
             SecretKey::from_base64("AAAA"),
             Err(KeyError::WrongLength(3))
         ));
+    }
+
+    #[test]
+    fn url_safe_secrets_survive_a_query_string() {
+        for _ in 0..64 {
+            let s = Secret::generate_url_safe();
+            let text = std::str::from_utf8(s.expose()).unwrap();
+            assert_eq!(text.len(), 43);
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{text}"
+            );
+            let query = format!("token={text}");
+            let (_, decoded) = form_urlencoded::parse(query.as_bytes()).next().unwrap();
+            assert_eq!(decoded, text);
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use diesel::{BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryD
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
 
-use crate::db::schema::{source_secrets, sources};
+use crate::db::schema::{dedup_claims, source_secrets, sources};
 use crate::db::{DbError, PgPool};
 use crate::ids::SourceId;
 use crate::providers::{self, OptionError, Options, ProviderKind, SecretEntry, SecretSet};
@@ -28,12 +28,69 @@ pub struct SourceInfo {
     /// Secrets held: one normally, two during a rotation's grace period.
     pub secrets: Vec<SecretSummary>,
     pub path: String,
+    /// Why the ingress cannot serve this source (answered 503 `source_misconfigured`), when it
+    /// cannot: filled in by [`SourceRepo::show`] only; `None` from `list`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SecretSummary {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Why a stored source cannot be served. The label is a metric label (a fixed set); the detail
+/// says what to do and never contains a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceProblem {
+    pub kind: ProblemKind,
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// A secret sealed under another `HOOKLINE_SECRET_KEY`, or a tampered row.
+    UndecryptableSecret,
+    /// A provider this version does not know (a row written by a newer hookline).
+    UnknownProvider,
+    /// Options that are not a JSON object of strings, or that no longer build a verifier.
+    InvalidOptions,
+}
+
+impl ProblemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::UndecryptableSecret => "undecryptable_secret",
+            ProblemKind::UnknownProvider => "unknown_provider",
+            ProblemKind::InvalidOptions => "invalid_options",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.detail)
+    }
+}
+
+/// A stored source as the ingress loads it: servable, or broken for a reason of its own. A
+/// broken source never fails the load of the others (one bad row breaks only itself).
+#[derive(Debug)]
+pub struct Loaded {
+    pub id: SourceId,
+    pub tenant: String,
+    pub enabled: bool,
+    pub updated_at: DateTime<Utc>,
+    pub content: Result<LoadedSource, Broken>,
+}
+
+/// What is known of a source that cannot be served.
+#[derive(Debug)]
+pub struct Broken {
+    /// `None` when the stored provider is unknown to this version.
+    pub provider: Option<ProviderKind>,
+    pub problem: SourceProblem,
 }
 
 /// A source with its secrets opened, as the ingress needs it.
@@ -62,6 +119,10 @@ pub enum SourceError {
     Options(#[from] OptionError),
     #[error("tenant must be 1-128 characters")]
     BadTenant,
+    #[error("provider {0} captures nothing (only notion sources capture a verification token)")]
+    NotCapturing(ProviderKind),
+    #[error("the source cannot be served: {0}")]
+    Broken(String),
     #[error(transparent)]
     Seal(#[from] SealError),
     #[error(transparent)]
@@ -118,6 +179,9 @@ const SOURCE_COLUMNS: SourceColumns = (
     sources::created_at,
     sources::updated_at,
 );
+
+/// A sealed secret as stored, with its expiry.
+type SealedEntry = (Vec<u8>, Option<DateTime<Utc>>);
 
 fn parse_options(v: serde_json::Value) -> Result<Options, SourceError> {
     serde_json::from_value(v).map_err(|e| SourceError::BadOptions(e.to_string()))
@@ -218,7 +282,31 @@ impl SourceRepo {
             .select((source_secrets::created_at, source_secrets::expires_at))
             .load(&mut conn)
             .await?;
-        info(row, secrets)
+        drop(conn);
+        let problem = self.problem(id).await?;
+        let mut info = info(row, secrets)?;
+        info.problem = problem;
+        Ok(info)
+    }
+
+    /// Why the ingress cannot serve source `id`, if it cannot: its secrets are opened and its
+    /// verifier built exactly as the ingress does.
+    pub async fn problem(&self, id: &SourceId) -> Result<Option<String>, SourceError> {
+        let Some(loaded) = self.load(id).await? else {
+            return Err(SourceError::NotFound(id.clone()));
+        };
+        Ok(match loaded.content {
+            Err(broken) => Some(broken.problem.to_string()),
+            Ok(s) => providers::build_verifier(s.provider, s.secrets, &s.options)
+                .err()
+                .map(|e| {
+                    SourceProblem {
+                        kind: ProblemKind::InvalidOptions,
+                        detail: e.to_string(),
+                    }
+                    .to_string()
+                }),
+        })
     }
 
     pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<SourceInfo>, SourceError> {
@@ -304,31 +392,130 @@ impl SourceRepo {
         }
     }
 
-    /// Sets option `key` to `value` only if the source does not have it yet; returns whether it
-    /// was set. One statement, so two replicas capturing at once cannot overwrite each other.
-    pub async fn capture_option(
+    /// Arms the capture of Notion's verification token on source `id` until `until`: only then
+    /// may an unsigned verification request store a token (see `providers::notion`).
+    pub async fn arm_capture(
         &self,
         id: &SourceId,
-        key: &str,
-        value: &str,
-    ) -> Result<bool, SourceError> {
+        until: DateTime<Utc>,
+    ) -> Result<SourceInfo, SourceError> {
+        let info = self.show(id).await?;
+        if info.provider != ProviderKind::Notion {
+            return Err(SourceError::NotCapturing(info.provider));
+        }
         let mut conn = self.pool.get().await?;
-        let n = diesel::sql_query(
+        diesel::sql_query(
             "UPDATE sources SET options = options || jsonb_build_object($2::text, $3::text), \
-             updated_at = now() WHERE id = $1 AND NOT options ? $2",
+             updated_at = now() WHERE id = $1",
         )
         .bind::<diesel::sql_types::Text, _>(id.as_str())
-        .bind::<diesel::sql_types::Text, _>(key)
-        .bind::<diesel::sql_types::Text, _>(value)
+        .bind::<diesel::sql_types::Text, _>(providers::notion::ARMED_UNTIL)
+        .bind::<diesel::sql_types::Text, _>(
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
         .execute(&mut conn)
         .await?;
-        Ok(n == 1)
+        drop(conn);
+        self.show(id).await
     }
 
+    /// Stores `value` (Notion's verification token) sealed as the secret of source `id`, if the
+    /// capture is armed and the source holds no token yet; spends the arming. Returns whether it
+    /// was stored. The row is locked, so two replicas capturing at once store one token.
+    pub async fn capture_secret(&self, id: &SourceId, value: &str) -> Result<bool, SourceError> {
+        let sealed = self.key.seal(&Secret::from(value), id.as_str());
+        let sid = id.as_str().to_owned();
+        let mut conn = self.pool.get().await?;
+        let stored = conn
+            .transaction(async |conn| {
+                let row: Option<(String, serde_json::Value)> = sources::table
+                    .filter(sources::id.eq(&sid))
+                    .select((sources::provider, sources::options))
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?;
+                let Some((provider, options)) = row else {
+                    return Ok(false);
+                };
+                let armed = options
+                    .get(providers::notion::ARMED_UNTIL)
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|until| Utc::now() < until);
+                let legacy = options.get(providers::notion::LEGACY_TOKEN).is_some();
+                if provider != ProviderKind::Notion.as_str() || !armed || legacy {
+                    return Ok(false);
+                }
+                let held: i64 = source_secrets::table
+                    .filter(source_secrets::source_id.eq(&sid))
+                    .filter(
+                        source_secrets::expires_at
+                            .is_null()
+                            .or(source_secrets::expires_at.gt(diesel::dsl::now)),
+                    )
+                    .count()
+                    .get_result(conn)
+                    .await?;
+                if held > 0 {
+                    return Ok(false);
+                }
+                diesel::insert_into(source_secrets::table)
+                    .values((
+                        source_secrets::source_id.eq(&sid),
+                        source_secrets::sealed.eq(sealed),
+                    ))
+                    .execute(conn)
+                    .await?;
+                diesel::sql_query(
+                    "UPDATE sources SET options = options - $2, updated_at = now() WHERE id = $1",
+                )
+                .bind::<diesel::sql_types::Text, _>(&sid)
+                .bind::<diesel::sql_types::Text, _>(providers::notion::ARMED_UNTIL)
+                .execute(conn)
+                .await?;
+                Ok::<_, diesel::result::Error>(true)
+            })
+            .await?;
+        Ok(stored)
+    }
+
+    /// The verification token(s) a Notion source verifies with, opened: for the operator to
+    /// paste into Notion (`sources captured`). Never shown by `show` or `list`.
+    pub async fn captured(&self, id: &SourceId) -> Result<Vec<Secret>, SourceError> {
+        let loaded = self
+            .load(id)
+            .await?
+            .ok_or_else(|| SourceError::NotFound(id.clone()))?;
+        let source = loaded
+            .content
+            .map_err(|b| SourceError::Broken(b.problem.to_string()))?;
+        if source.provider != ProviderKind::Notion {
+            return Err(SourceError::NotCapturing(source.provider));
+        }
+        let now = std::time::SystemTime::now();
+        let mut tokens: Vec<Secret> = source.secrets.active(now).cloned().collect();
+        if let Some(t) = source.options.get(providers::notion::LEGACY_TOKEN) {
+            tokens.push(Secret::from(t.as_str()));
+        }
+        Ok(tokens)
+    }
+
+    /// Deletes the source, its secrets and its dedup claims (in one transaction), so a source
+    /// added later under the same id does not answer `duplicate` for the old one's events.
     pub async fn remove(&self, id: &SourceId) -> Result<(), SourceError> {
         let mut conn = self.pool.get().await?;
-        let n = diesel::delete(sources::table.filter(sources::id.eq(id.as_str())))
-            .execute(&mut conn)
+        let sid = id.as_str().to_owned();
+        let n = conn
+            .transaction(async |conn| {
+                let n = diesel::delete(sources::table.filter(sources::id.eq(&sid)))
+                    .execute(conn)
+                    .await?;
+                diesel::delete(dedup_claims::table.filter(dedup_claims::source_id.eq(&sid)))
+                    .execute(conn)
+                    .await?;
+                Ok::<_, diesel::result::Error>(n)
+            })
             .await?;
         if n == 0 {
             Err(SourceError::NotFound(id.clone()))
@@ -337,56 +524,131 @@ impl SourceRepo {
         }
     }
 
-    /// `(id, updated_at)` of every source, for the ingress cache to see what changed.
-    pub async fn versions(&self) -> Result<Vec<(SourceId, DateTime<Utc>)>, SourceError> {
+    /// `(id, updated_at)` of every source changed after `since` (every source for `None`), for
+    /// the ingress cache to see what changed. Ids that are not valid [`SourceId`]s cannot be
+    /// posted to and are left out.
+    pub async fn versions(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(SourceId, DateTime<Utc>)>, SourceError> {
         let mut conn = self.pool.get().await?;
-        let rows: Vec<(String, DateTime<Utc>)> = sources::table
+        let mut q = sources::table
             .select((sources::id, sources::updated_at))
-            .load(&mut conn)
-            .await?;
+            .into_boxed();
+        if let Some(since) = since {
+            q = q.filter(sources::updated_at.gt(since));
+        }
+        let rows: Vec<(String, DateTime<Utc>)> = q.load(&mut conn).await?;
         Ok(rows
             .into_iter()
             .filter_map(|(id, t)| SourceId::parse(&id).ok().map(|id| (id, t)))
             .collect())
     }
 
-    /// One source with its secrets opened, or `None` when it does not exist.
-    pub async fn load(&self, id: &SourceId) -> Result<Option<LoadedSource>, SourceError> {
+    /// How many sources exist (the ingress compares it with what it knows to notice removals).
+    pub async fn count(&self) -> Result<i64, SourceError> {
         let mut conn = self.pool.get().await?;
-        let Some(row) = sources::table
-            .filter(sources::id.eq(id.as_str()))
+        Ok(sources::table.count().get_result(&mut conn).await?)
+    }
+
+    /// One source with its secrets opened, or `None` when it does not exist. A source that
+    /// cannot be served (undecryptable secret, unknown provider, bad options) is `Some` with
+    /// its problem; only database errors are `Err`.
+    pub async fn load(&self, id: &SourceId) -> Result<Option<Loaded>, SourceError> {
+        Ok(self.load_many(std::slice::from_ref(id)).await?.pop())
+    }
+
+    /// The sources among `ids` that exist, each servable or broken on its own: two statements
+    /// whatever the number of ids.
+    pub async fn load_many(&self, ids: &[SourceId]) -> Result<Vec<Loaded>, SourceError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = ids.iter().map(SourceId::as_str).collect();
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<SourceRow> = sources::table
+            .filter(sources::id.eq_any(&names))
             .select(SOURCE_COLUMNS)
-            .first::<SourceRow>(&mut conn)
-            .await
-            .optional()?
-        else {
-            return Ok(None);
-        };
-        let sealed: Vec<(Vec<u8>, Option<DateTime<Utc>>)> = source_secrets::table
-            .filter(source_secrets::source_id.eq(id.as_str()))
-            .select((source_secrets::sealed, source_secrets::expires_at))
             .load(&mut conn)
             .await?;
-        let provider: ProviderKind = row
-            .provider
-            .parse()
-            .map_err(|_| SourceError::UnknownProvider(row.provider.clone()))?;
-        let mut secrets = Vec::with_capacity(sealed.len());
-        for (bytes, expires_at) in sealed {
-            secrets.push(SecretEntry {
-                value: self.key.open(&bytes, id.as_str())?,
-                expires_at: expires_at.map(to_system),
-            });
+        // Expired secrets can never verify again: not opening them lets `rotate-secret --grace
+        // 0s` repair a source whose old secret was sealed under another key.
+        let sealed: Vec<(String, Vec<u8>, Option<DateTime<Utc>>)> = source_secrets::table
+            .filter(source_secrets::source_id.eq_any(&names))
+            .filter(
+                source_secrets::expires_at
+                    .is_null()
+                    .or(source_secrets::expires_at.gt(diesel::dsl::now)),
+            )
+            .order(source_secrets::id)
+            .select((
+                source_secrets::source_id,
+                source_secrets::sealed,
+                source_secrets::expires_at,
+            ))
+            .load(&mut conn)
+            .await?;
+        let mut by_source: std::collections::HashMap<String, Vec<SealedEntry>> =
+            std::collections::HashMap::new();
+        for (id, bytes, expires_at) in sealed {
+            by_source.entry(id).or_default().push((bytes, expires_at));
         }
-        Ok(Some(LoadedSource {
-            id: id.clone(),
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let id = SourceId::parse(&row.id).ok()?;
+                let sealed = by_source.remove(&row.id).unwrap_or_default();
+                Some(self.open_row(id, row, sealed))
+            })
+            .collect())
+    }
+
+    fn open_row(&self, id: SourceId, row: SourceRow, sealed: Vec<SealedEntry>) -> Loaded {
+        let provider: Option<ProviderKind> = row.provider.parse().ok();
+        let content =
+            (|| {
+                let provider = provider.ok_or_else(|| SourceProblem {
+                    kind: ProblemKind::UnknownProvider,
+                    detail: format!(
+                        "provider `{}` is unknown to this version of hookline",
+                        row.provider
+                    ),
+                })?;
+                let options = parse_options(row.options).map_err(|e| SourceProblem {
+                    kind: ProblemKind::InvalidOptions,
+                    detail: e.to_string(),
+                })?;
+                let mut secrets = Vec::with_capacity(sealed.len());
+                for (bytes, expires_at) in sealed {
+                    let value = self.key.open(&bytes, id.as_str()).map_err(|e| SourceProblem {
+                    kind: ProblemKind::UndecryptableSecret,
+                    detail: format!(
+                        "{e}; set the secret again with `hookline-worker sources rotate-secret \
+                         {id} --grace 0s` (or remove and re-add the source)"
+                    ),
+                })?;
+                    secrets.push(SecretEntry {
+                        value,
+                        expires_at: expires_at.map(to_system),
+                    });
+                }
+                Ok(LoadedSource {
+                    id: id.clone(),
+                    tenant: row.tenant.clone(),
+                    provider,
+                    options,
+                    enabled: row.enabled,
+                    updated_at: row.updated_at,
+                    secrets: SecretSet(secrets),
+                })
+            })();
+        Loaded {
+            id,
             tenant: row.tenant,
-            provider,
-            options: parse_options(row.options)?,
             enabled: row.enabled,
             updated_at: row.updated_at,
-            secrets: SecretSet(secrets),
-        }))
+            content: content.map_err(|problem| Broken { provider, problem }),
+        }
     }
 }
 
@@ -410,15 +672,21 @@ fn info(
         .parse()
         .map_err(|_| SourceError::UnknownProvider(row.provider.clone()))?;
     let id = SourceId::parse(&row.id).map_err(|e| SourceError::BadOptions(e.to_string()))?;
+    let mut options = parse_options(row.options)?;
+    // A Notion token captured before captures were sealed is a secret like any other.
+    if let Some(t) = options.get_mut(providers::notion::LEGACY_TOKEN) {
+        *t = format!("[hidden: hookline-worker sources captured {id}]");
+    }
     Ok(SourceInfo {
         path: format!("/webhooks/{id}"),
         id,
         tenant: row.tenant,
         provider,
-        options: parse_options(row.options)?,
+        options,
         enabled: row.enabled,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        problem: None,
         secrets: secrets
             .into_iter()
             .map(|(created_at, expires_at)| SecretSummary {

@@ -7,10 +7,15 @@
 //! | `encoding` | `hex` or `base64` | `hex` |
 //! | `prefix` | text before the digest, e.g. `sha256=` | none |
 //! | `timestamp_header` | header with a Unix timestamp, checked against `tolerance` | none |
-//! | `template` | the signed string: `{body}`, `{timestamp}`, `{method}`, `{path}` | `{body}`, or `{timestamp}.{body}` with a timestamp |
-//! | `dedup_header` | header whose value is the dedup key | body hash |
+//! | `template` | the signed string: `{body}`, `{timestamp}`, `{method}`, `{path}`, `{header:NAME}` | `{body}`, or `{timestamp}.{body}` with a timestamp |
+//! | `dedup_header` | header whose value is the dedup key, used only when the template signs it (`{header:NAME}`) | body hash |
 //! | `event_type_header` | header naming the event type | none |
 //! | `event_type_pointer`, `module_pointer`, `entity_pointer` | JSON pointers the worker's parser reads | none |
+//!
+//! Dedup keys come from signed content only: an unsigned `dedup_header` would let a captured
+//! request be replayed with a fresh id, so without `{header:NAME}` in the template the key is the
+//! body's hash. A `timestamp_header` that the template does not sign is refused: anyone could
+//! replay an old request with a fresh timestamp, so the check would only look like protection.
 
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +24,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use super::{
     OptionError, Options, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    check_timestamp, constant_time_eq, hmac_sha1, hmac_sha256, hmac_sha512,
+    body_hash_key, check_timestamp, constant_time_eq, hmac_sha1, hmac_sha256, hmac_sha512,
 };
 
 pub const OPTIONS: &[&str] = &[
@@ -56,6 +61,8 @@ enum Part {
     Timestamp,
     Method,
     Path,
+    /// A request header's value (lower-case name); absent headers sign as empty.
+    Header(String),
 }
 
 #[derive(Debug)]
@@ -110,14 +117,25 @@ fn parse_template(t: &str) -> Result<Vec<Part>, OptionError> {
             "timestamp" => Part::Timestamp,
             "method" => Part::Method,
             "path" => Part::Path,
-            other => {
-                return Err(invalid(
-                    "template",
-                    format!(
-                        "unknown placeholder `{{{other}}}` (use body, timestamp, method, path)"
-                    ),
-                ));
-            }
+            other => match other.strip_prefix("header:") {
+                Some(name)
+                    if !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                {
+                    Part::Header(name.to_ascii_lowercase())
+                }
+                _ => {
+                    return Err(invalid(
+                        "template",
+                        format!(
+                            "unknown placeholder `{{{other}}}` (use body, timestamp, method, \
+                             path, header:NAME)"
+                        ),
+                    ));
+                }
+            },
         });
         rest = &rest[close + 1..];
     }
@@ -170,6 +188,17 @@ impl GenericHmac {
                 "uses `{timestamp}` but no `timestamp_header` is set",
             ));
         }
+        if timestamp_header.is_some() && !template.contains(&Part::Timestamp) {
+            return Err(invalid(
+                "timestamp_header",
+                "the template does not sign it (add `{timestamp}` to `template`): an unsigned \
+                 timestamp can be replaced by anyone, so it protects nothing",
+            ));
+        }
+        let dedup_header = header_name(options, "dedup_header")?;
+        // Only a signed header can name the event; otherwise the body's hash does.
+        let dedup_header =
+            dedup_header.filter(|h| template.iter().any(|p| *p == Part::Header(h.clone())));
         Ok(Self {
             secrets,
             tolerance,
@@ -179,7 +208,7 @@ impl GenericHmac {
             prefix: options.get("prefix").cloned().unwrap_or_default(),
             timestamp_header,
             template,
-            dedup_header: header_name(options, "dedup_header")?,
+            dedup_header,
             event_type_header: header_name(options, "event_type_header")?,
         })
     }
@@ -232,6 +261,7 @@ impl Verifier for GenericHmac {
                 Part::Timestamp => timestamp.as_bytes(),
                 Part::Method => req.method.as_bytes(),
                 Part::Path => path.as_bytes(),
+                Part::Header(h) => req.header(h).unwrap_or("").as_bytes(),
             })
             .collect();
         if !self
@@ -243,8 +273,11 @@ impl Verifier for GenericHmac {
         }
         let header =
             |h: &Option<String>| h.as_deref().and_then(|h| req.header(h)).map(str::to_owned);
+        let dedup_key = header(&self.dedup_header)
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| body_hash_key(req.body));
         Ok(Verified::enqueue(
-            header(&self.dedup_header),
+            Some(dedup_key),
             header(&self.event_type_header),
         ))
     }
@@ -307,7 +340,11 @@ mod tests {
         let v = g
             .verify(&req(&h, b"Hello, World!"), SystemTime::now())
             .unwrap();
-        assert_eq!(v.dedup_key.as_deref(), Some("d-1"));
+        assert_eq!(
+            v.dedup_key,
+            Some(body_hash_key(b"Hello, World!")),
+            "the template does not sign `x-delivery`: the body's hash is the key"
+        );
         assert_eq!(
             g.verify(&req(&h, b"Hello, World?"), SystemTime::now()),
             Err(VerifyError::BadSignature)
@@ -340,6 +377,60 @@ mod tests {
             g.verify(&req(&h, b"{}"), now),
             Err(VerifyError::MissingHeader("timestamp header"))
         );
+    }
+
+    #[test]
+    fn a_signed_dedup_header_is_the_key() {
+        let g = build(&[
+            ("header", "x-sig"),
+            ("template", "{header:X-Delivery}.{body}"),
+            ("dedup_header", "x-delivery"),
+        ]);
+        let sig = hex::encode(hmac_sha256(b"It's a Secret to Everybody", &[b"d-1.{}"]));
+        let h: Headers = [("x-sig", sig.as_str()), ("x-delivery", "d-1")]
+            .into_iter()
+            .collect();
+        let v = g.verify(&req(&h, b"{}"), SystemTime::now()).unwrap();
+        assert_eq!(v.dedup_key.as_deref(), Some("d-1"));
+        let replay: Headers = [("x-sig", sig.as_str()), ("x-delivery", "d-2")]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            g.verify(&req(&replay, b"{}"), SystemTime::now()),
+            Err(VerifyError::BadSignature),
+            "a fresh id breaks the signature"
+        );
+    }
+
+    #[test]
+    fn an_unsigned_timestamp_header_is_refused() {
+        let err = GenericHmac::new(
+            SecretSet::default(),
+            &opts(&[
+                ("header", "x-sig"),
+                ("timestamp_header", "x-ts"),
+                ("template", "{body}"),
+            ]),
+            Duration::from_secs(1),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`timestamp_header`") && err.contains("does not sign"),
+            "{err}"
+        );
+        // Through the one entry point `sources add` and the ingress's load share.
+        let err = crate::providers::build_verifier(
+            ProviderKind::GenericHmac,
+            SecretSet::default(),
+            &opts(&[
+                ("header", "x-sig"),
+                ("timestamp_header", "x-ts"),
+                ("template", "{method}{body}"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("timestamp_header"), "{err}");
     }
 
     #[test]

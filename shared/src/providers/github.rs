@@ -1,13 +1,18 @@
 //! GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`.
 //! <https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>
 //!
-//! Dedup key: `X-GitHub-Hook-ID` + `X-GitHub-Delivery` (a redelivery keeps its delivery id).
+//! Dedup key: the hash of the body (`sha256:<hex>`). GitHub signs only the body, so the
+//! `X-GitHub-Delivery` and `X-GitHub-Hook-ID` headers are whatever the sender says: keyed on them, a
+//! captured request replayed with a fresh delivery id would be queued again, forever. Every GitHub
+//! payload names its hook and its subject with its own timestamps, so two events never share a
+//! body, while a redelivery resends the same bytes and is a duplicate.
 //! `ping` events verify like any other and are queued.
 
 use std::time::SystemTime;
 
 use super::{
-    RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq, hmac_sha256,
+    RawRequest, SecretSet, Verified, Verifier, VerifyError, body_hash_key, constant_time_eq,
+    hmac_sha256,
 };
 
 #[derive(Debug)]
@@ -46,16 +51,8 @@ impl Verifier for Github {
             Some("application/json") | Some("application/x-www-form-urlencoded") => {}
             _ => return Err(VerifyError::UnsupportedMediaType),
         }
-        let dedup_key = match (
-            req.header("x-github-hook-id"),
-            req.header("x-github-delivery"),
-        ) {
-            (Some(hook), Some(delivery)) => Some(format!("{hook}:{delivery}")),
-            (None, Some(delivery)) => Some(delivery.to_owned()),
-            _ => None,
-        };
         Ok(Verified::enqueue(
-            dedup_key,
+            Some(body_hash_key(req.body)),
             req.header("x-github-event").map(str::to_owned),
         ))
     }
@@ -113,11 +110,29 @@ mod tests {
         let v = gh()
             .verify(&req(&h, b"Hello, World!"), SystemTime::now())
             .unwrap();
-        assert_eq!(
-            v.dedup_key.as_deref(),
-            Some("42:72d3162e-cc78-11e3-81ab-4c9367dc0958")
-        );
+        assert_eq!(v.dedup_key, Some(body_hash_key(b"Hello, World!")));
         assert_eq!(v.event_type.as_deref(), Some("issues"));
+    }
+
+    #[test]
+    fn the_dedup_key_ignores_the_unsigned_delivery_headers() {
+        let fresh: Headers = [
+            ("content-type", "application/json"),
+            ("x-github-event", "issues"),
+            ("x-github-hook-id", "43"),
+            ("x-github-delivery", "00000000-0000-0000-0000-000000000000"),
+            (SIGNATURE, VECTOR),
+        ]
+        .into_iter()
+        .collect();
+        let original = headers(VECTOR);
+        let a = gh().verify(&req(&original, b"Hello, World!"), SystemTime::now());
+        let b = gh().verify(&req(&fresh, b"Hello, World!"), SystemTime::now());
+        assert_eq!(
+            a.unwrap().dedup_key,
+            b.unwrap().dedup_key,
+            "a replay with a fresh delivery id is the same event"
+        );
     }
 
     #[test]

@@ -9,14 +9,17 @@
 //! a source holds a signing token, requests must be signed: a request with only `X-Gitlab-Token`
 //! is refused, so an attacker who learnt the plain token cannot fall back to it.
 //!
-//! Dedup key: `Idempotency-Key` (kept across GitLab's retries), else `X-Gitlab-Event-UUID`.
+//! Dedup key: with a signing token, the signed `webhook-id` (GitLab sets it to the delivery's
+//! `Idempotency-Key`, kept across retries). With the plain token nothing is signed, and the
+//! `Idempotency-Key` and `X-Gitlab-Event-UUID` headers are whatever the sender says, so the key is
+//! the body's hash: a captured request replayed with a fresh `Idempotency-Key` is a duplicate.
 
 use std::time::{Duration, SystemTime};
 
 use super::standard_webhooks::StandardWebhooks;
 use super::{
     OptionError, RawRequest, SecretEntry, SecretSet, Verified, Verifier, VerifyError,
-    constant_time_eq,
+    body_hash_key, constant_time_eq,
 };
 
 const TOKEN: &str = "x-gitlab-token";
@@ -62,14 +65,9 @@ impl Verifier for Gitlab {
                 if req.media_type().as_deref() != Some("application/json") {
                     return Err(VerifyError::UnsupportedMediaType);
                 }
-                Verified::enqueue(None, None)
+                Verified::enqueue(Some(body_hash_key(req.body)), None)
             }
         };
-        verified.dedup_key = req
-            .header("idempotency-key")
-            .or_else(|| req.header("x-gitlab-event-uuid"))
-            .map(str::to_owned)
-            .or(verified.dedup_key);
         verified.event_type = event;
         Ok(verified)
     }
@@ -146,7 +144,17 @@ mod tests {
             BODY.as_bytes(),
         )
         .unwrap();
-        assert_eq!(ok.dedup_key.as_deref(), Some("k-1"));
+        assert_eq!(ok.dedup_key, Some(body_hash_key(BODY.as_bytes())));
+        let replayed = check(
+            &["glt-token"],
+            &[(TOKEN, "glt-token"), ("idempotency-key", "fresh")],
+            BODY.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            replayed.dedup_key, ok.dedup_key,
+            "an unsigned Idempotency-Key does not make a replay new"
+        );
         assert_eq!(ok.event_type.as_deref(), Some("Merge Request Hook"));
         assert_eq!(
             check(&["glt-token"], &[(TOKEN, "glt-tokeN")], BODY.as_bytes()).unwrap_err(),
@@ -163,7 +171,8 @@ mod tests {
         let sig = sign("k-2", "1700000000", BODY.as_bytes());
         let signed = [
             ("webhook-id", "k-2"),
-            ("idempotency-key", "k-2"),
+            // Not signed: the key stays the signed `webhook-id`.
+            ("idempotency-key", "k-2-replayed"),
             ("webhook-timestamp", "1700000000"),
             ("webhook-signature", sig.as_str()),
         ];

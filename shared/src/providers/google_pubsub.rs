@@ -257,7 +257,17 @@ impl Verifier for GooglePubsub {
         let now_secs = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if claims.exp + LEEWAY < now_secs || claims.iat.is_some_and(|iat| iat > now_secs + LEEWAY) {
+        // Checked: `exp` is the sender's number, and `u64::MAX + LEEWAY` must not wrap (or panic)
+        // into "expired long ago" — or, worse, into the future. An overflowing `exp` is no
+        // Google token (they live an hour): stale.
+        let expired = claims
+            .exp
+            .checked_add(LEEWAY)
+            .is_none_or(|until| until < now_secs);
+        let issued_in_future = claims
+            .iat
+            .is_some_and(|iat| now_secs.checked_add(LEEWAY).is_none_or(|n| iat > n));
+        if expired || issued_in_future {
             return Err(VerifyError::Stale);
         }
         let email_ok = claims
@@ -384,6 +394,13 @@ pub(crate) mod tests {
             check(&v, std::str::from_utf8(&t).unwrap(), NOW).is_err(),
             "tampered signature"
         );
+        for (what, exp) in [("u64::MAX", u64::MAX), ("u64::MAX - 30", u64::MAX - 30)] {
+            assert_eq!(
+                check(&v, &with("exp", exp.into()), NOW).unwrap_err(),
+                VerifyError::Stale,
+                "exp {what} + leeway overflows: refused, no panic"
+            );
+        }
         let mut o = Options::new();
         o.insert("audience".into(), AUD.into());
         assert!(

@@ -3,13 +3,17 @@
 //! (`LinearWebhookClient.verify`) checks; `tolerance` overrides the minute.
 //! <https://linear.app/developers/webhooks#securing-webhooks>
 //!
-//! Dedup key: the `Linear-Delivery` header (one per delivery, kept on retries), else the body's
-//! `webhookId` + `webhookTimestamp`.
+//! Dedup key: from the signed body only — `linear:<webhookId>:<type>:<action>:<data.id>:<createdAt>`
+//! (the webhook, and the change with the time it happened: the same across Linear's retries,
+//! which re-sign with a fresh `webhookTimestamp`), else the body's hash. The `Linear-Delivery`
+//! header is not signed: keyed on it, a captured request replayed with a fresh delivery id within
+//! the timestamp window would be queued again.
 
 use std::time::{Duration, SystemTime};
 
 use super::{
-    RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq, hmac_sha256,
+    RawRequest, SecretSet, Verified, Verifier, VerifyError, body_hash_key, constant_time_eq,
+    hmac_sha256,
 };
 
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(60);
@@ -38,6 +42,13 @@ struct Fields {
     #[serde(rename = "type")]
     kind: Option<String>,
     action: Option<String>,
+    created_at: Option<String>,
+    data: Option<Data>,
+}
+
+#[derive(serde::Deserialize)]
+struct Data {
+    id: Option<String>,
 }
 
 impl Verifier for Linear {
@@ -65,15 +76,23 @@ impl Verifier for Linear {
         if now_ms.abs_diff(ts) > self.tolerance.as_millis() as u64 {
             return Err(VerifyError::Stale);
         }
-        let key = req
-            .header("linear-delivery")
-            .map(str::to_owned)
-            .or_else(|| f.webhook_id.map(|id| format!("{id}:{ts}")));
+        let key = match (
+            &f.webhook_id,
+            &f.kind,
+            &f.action,
+            f.data.as_ref().and_then(|d| d.id.as_ref()),
+            &f.created_at,
+        ) {
+            (Some(hook), Some(kind), Some(action), Some(id), Some(at)) => {
+                format!("linear:{hook}:{kind}:{action}:{id}:{at}")
+            }
+            _ => body_hash_key(req.body),
+        };
         let event_type = f.kind.map(|k| match f.action {
             Some(a) => format!("{k}.{a}"),
             None => k,
         });
-        Ok(Verified::enqueue(key, event_type))
+        Ok(Verified::enqueue(Some(key), event_type))
     }
 
     fn forwarded_headers(&self) -> &'static [&'static str] {
@@ -92,8 +111,24 @@ mod tests {
     const BODY: &str = r#"{"action":"create","type":"Issue","data":{"id":"2174add1-f7c8-44e3-bbf3-2d60b5ea8bc9","title":"Login fails"},"url":"https://linear.app/acme/issue/ENG-1","webhookTimestamp":1700000000123,"webhookId":"000042e3-d123-4980-b49f-8e140eef9329","organizationId":"4c1f2d6a"}"#;
     const SIG: &str = "8989ddb9b9a53589078d51033f381e0386338362872f6adc9d4054725c34782a";
 
+    // The same change with `createdAt`, as Linear sends it, and Linear's retry of it (re-signed
+    // with a fresh `webhookTimestamp`); signatures computed with Python's hmac.
+    const WITH_CREATED: &str = r#"{"action":"create","type":"Issue","createdAt":"2023-11-14T22:13:20.000Z","data":{"id":"2174add1-f7c8-44e3-bbf3-2d60b5ea8bc9","title":"Login fails"},"url":"https://linear.app/acme/issue/ENG-1","webhookTimestamp":1700000000123,"webhookId":"000042e3-d123-4980-b49f-8e140eef9329","organizationId":"4c1f2d6a"}"#;
+    const WITH_CREATED_SIG: &str =
+        "a120e115e9d4bf58a47ebcb3b742a859caeeec14f12e795b774faf2c784c2833";
+    const RETRY_SIG: &str = "0709ea48a7bf244e4f9ca6f7e7f1e9ffd18fc85fd72ef738b2743b0acbea4688";
+
     fn check(sig: &str, body: &[u8], now_ms: u64) -> Result<Verified, VerifyError> {
-        let headers: Headers = [(SIGNATURE, sig), ("linear-delivery", "d-1")]
+        check_delivery(sig, body, now_ms, "d-1")
+    }
+
+    fn check_delivery(
+        sig: &str,
+        body: &[u8],
+        now_ms: u64,
+        delivery: &str,
+    ) -> Result<Verified, VerifyError> {
+        let headers: Headers = [(SIGNATURE, sig), ("linear-delivery", delivery)]
             .into_iter()
             .collect();
         Linear::new(SecretSet::single(Secret::from("lin_wh_secret_0b7d")), None).verify(
@@ -110,11 +145,47 @@ mod tests {
     #[test]
     fn signed_and_fresh() {
         let ok = check(SIG, BODY.as_bytes(), 1700000000123 + 59_000).unwrap();
-        assert_eq!(ok.dedup_key.as_deref(), Some("d-1"));
+        assert_eq!(
+            ok.dedup_key,
+            Some(body_hash_key(BODY.as_bytes())),
+            "without createdAt: the body's hash"
+        );
         assert_eq!(ok.event_type.as_deref(), Some("Issue.create"));
         assert_eq!(
             check(SIG, BODY.as_bytes(), 1700000000123 + 61_000).unwrap_err(),
             VerifyError::Stale
+        );
+    }
+
+    #[test]
+    fn the_dedup_key_comes_from_the_signed_body() {
+        let first = check_delivery(
+            WITH_CREATED_SIG,
+            WITH_CREATED.as_bytes(),
+            1700000000123,
+            "d-1",
+        )
+        .unwrap();
+        assert_eq!(
+            first.dedup_key.as_deref(),
+            Some(
+                "linear:000042e3-d123-4980-b49f-8e140eef9329:Issue:create:\
+                 2174add1-f7c8-44e3-bbf3-2d60b5ea8bc9:2023-11-14T22:13:20.000Z"
+            )
+        );
+        let replayed = check_delivery(
+            WITH_CREATED_SIG,
+            WITH_CREATED.as_bytes(),
+            1700000000123,
+            "a-fresh-delivery-id",
+        )
+        .unwrap();
+        assert_eq!(replayed.dedup_key, first.dedup_key, "replay: a duplicate");
+        let retry_body = WITH_CREATED.replace("1700000000123", "1700000060123");
+        let retry = check_delivery(RETRY_SIG, retry_body.as_bytes(), 1700000060123, "d-1").unwrap();
+        assert_eq!(
+            retry.dedup_key, first.dedup_key,
+            "Linear's retry: a duplicate"
         );
     }
 

@@ -247,9 +247,10 @@ pub enum Disposition {
         parts: Vec<Part>,
         response: Option<HandshakeResponse>,
     },
-    /// Store `value` as the source option `option` and answer 200 (Notion's first, unsigned
+    /// Store `value` sealed as the source's secret and answer 200 (Notion's first, unsigned
     /// request carries the verification token its later signatures are made with). Verifiers
-    /// only produce this while the option is unset.
+    /// only produce this while the source has no key and an operator armed the capture; the
+    /// store checks both again. `option` names what is captured.
     Capture { option: &'static str, value: String },
 }
 
@@ -322,6 +323,10 @@ pub enum VerifyError {
     UnsupportedMediaType,
     #[error("invalid payload: {0}")]
     InvalidPayload(&'static str),
+    /// An unsigned handshake that would store a credential (Notion's verification request)
+    /// while no operator has armed its capture.
+    #[error("capture not armed")]
+    CaptureNotArmed,
 }
 
 impl VerifyError {
@@ -334,6 +339,7 @@ impl VerifyError {
             VerifyError::BadSignature => "bad_signature",
             VerifyError::UnsupportedMediaType => "unsupported_media_type",
             VerifyError::InvalidPayload(_) => "invalid_payload",
+            VerifyError::CaptureNotArmed => "capture_not_armed",
         }
     }
 }
@@ -491,7 +497,7 @@ pub fn build_verifier(
         }
         ProviderKind::Notion => {
             util::reject_unknown(kind, options, notion::OPTIONS)?;
-            Box::new(notion::Notion::new(secrets, options))
+            Box::new(notion::Notion::new(secrets, options)?)
         }
         ProviderKind::GooglePubsub => {
             util::reject_unknown(kind, options, google_pubsub::OPTIONS)?;

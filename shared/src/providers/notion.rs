@@ -4,44 +4,70 @@
 //! When a subscription is created, Notion posts one unsigned request carrying
 //! `{"verification_token": "secret_…"}`; the integration owner pastes that token back into Notion
 //! to activate the subscription, and Notion signs every later event with it. A Notion source may
-//! therefore start without a secret: the first such request is answered 200 and its token stored
-//! as the source option `verification_token` (shown by `hookline-worker sources show`) — only
-//! while the source has no token, so an unsigned request can never replace a token in use. A
-//! token given as the source's secret (`--secret-stdin`) works the same way.
+//! therefore start without a secret, but an unsigned request is trusted with nothing unless an
+//! operator armed the capture (`hookline-worker sources arm-capture ID --for 10m`, which sets the
+//! option `capture_armed_until`): only then, and only while the source has no token, is the
+//! token captured — sealed like every secret, bound to the source id, the arming spent — and
+//! `hookline-worker sources captured ID` reveals it. Unarmed, the request is refused with
+//! [`VerifyError::CaptureNotArmed`], so no one can plant a token of their own before Notion's
+//! arrives. A token given as the source's secret (`--secret-stdin`) works the same way.
+//! Sources whose token was captured before sealing (option `verification_token`) keep verifying.
 //!
 //! Dedup key: the event `id`.
 
 use std::time::SystemTime;
 
 use super::{
-    Disposition, Options, RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq,
-    hmac_sha256,
+    Disposition, OptionError, Options, RawRequest, SecretSet, Verified, Verifier, VerifyError,
+    constant_time_eq, hmac_sha256,
 };
 
-pub const OPTIONS: &[&str] = &["verification_token"];
+/// `verification_token`: a token captured before captures were sealed (read, never written).
+/// `capture_armed_until`: RFC 3339 time until which Notion's verification request is captured.
+pub const OPTIONS: &[&str] = &[LEGACY_TOKEN, ARMED_UNTIL];
+
+pub const LEGACY_TOKEN: &str = "verification_token";
+pub const ARMED_UNTIL: &str = "capture_armed_until";
 
 const SIGNATURE: &str = "x-notion-signature";
 
 #[derive(Debug)]
 pub struct Notion {
     secrets: SecretSet,
-    /// Captured from Notion's verification request.
-    captured: Option<String>,
+    /// Captured before captures were sealed (option `verification_token`).
+    legacy: Option<crate::secret::Secret>,
+    armed_until: Option<SystemTime>,
 }
 
 impl Notion {
-    pub fn new(secrets: SecretSet, options: &Options) -> Self {
-        Self {
+    pub fn new(secrets: SecretSet, options: &Options) -> Result<Self, OptionError> {
+        let armed_until = options
+            .get(ARMED_UNTIL)
+            .map(|v| {
+                chrono::DateTime::parse_from_rfc3339(v.trim())
+                    .map(SystemTime::from)
+                    .map_err(|_| OptionError::Invalid {
+                        name: ARMED_UNTIL.into(),
+                        reason: format!(
+                            "`{v}` is not an RFC 3339 time (set it with `sources arm-capture`)"
+                        ),
+                    })
+            })
+            .transpose()?;
+        Ok(Self {
             secrets,
-            captured: options.get("verification_token").cloned(),
-        }
+            legacy: options
+                .get(LEGACY_TOKEN)
+                .map(|t| crate::secret::Secret::from(t.as_str())),
+            armed_until,
+        })
     }
 
     fn keys(&self, now: SystemTime) -> impl Iterator<Item = &[u8]> {
         self.secrets
             .active(now)
             .map(|s| s.expose())
-            .chain(self.captured.iter().map(|t| t.as_bytes()))
+            .chain(self.legacy.iter().map(|t| t.expose()))
     }
 }
 
@@ -61,17 +87,21 @@ struct EventIds {
 impl Verifier for Notion {
     fn verify(&self, req: &RawRequest<'_>, now: SystemTime) -> Result<Verified, VerifyError> {
         let Some(header) = req.header(SIGNATURE) else {
-            // Unsigned: only Notion's verification request, and only before a token is known.
+            // Unsigned: only Notion's verification request, only before a token is known, and
+            // only while an operator has armed the capture.
             if self.keys(now).next().is_none()
                 && let Ok(v) = serde_json::from_slice::<VerificationRequest>(req.body)
                 && !v.verification_token.is_empty()
                 && v.verification_token.len() <= 256
             {
+                if self.armed_until.is_none_or(|until| now >= until) {
+                    return Err(VerifyError::CaptureNotArmed);
+                }
                 return Ok(Verified {
                     dedup_key: None,
                     event_type: None,
                     disposition: Disposition::Capture {
-                        option: "verification_token",
+                        option: LEGACY_TOKEN,
                         value: v.verification_token,
                     },
                 });
@@ -120,9 +150,16 @@ mod tests {
     const SIG: &str = "sha256=1576998bb12782102d43de3df7bc17f92c6ac62394f67a7a1232eefa8ec0df05";
 
     fn captured() -> Notion {
+        Notion::new(SecretSet::single(Secret::from(TOKEN)), &Options::new()).unwrap()
+    }
+
+    fn armed(until: SystemTime) -> Notion {
         let mut o = Options::new();
-        o.insert("verification_token".into(), TOKEN.into());
-        Notion::new(SecretSet::default(), &o)
+        o.insert(
+            ARMED_UNTIL.into(),
+            chrono::DateTime::<chrono::Utc>::from(until).to_rfc3339(),
+        );
+        Notion::new(SecretSet::default(), &o).unwrap()
     }
 
     fn check(v: &Notion, sig: Option<&str>, body: &[u8]) -> Result<Verified, VerifyError> {
@@ -143,25 +180,46 @@ mod tests {
     }
 
     #[test]
-    fn signed_with_the_captured_or_given_token() {
+    fn signed_with_the_captured_or_legacy_token() {
         let ok = check(&captured(), Some(SIG), BODY.as_bytes()).unwrap();
         assert_eq!(
             ok.dedup_key.as_deref(),
             Some("56c5d7d0-2b4b-4f87-a5e8-7d0e7bfa1a60")
         );
         assert_eq!(ok.event_type.as_deref(), Some("page.created"));
-        let given = Notion::new(SecretSet::single(Secret::from(TOKEN)), &Options::new());
-        assert!(check(&given, Some(SIG), BODY.as_bytes()).is_ok());
+        let mut o = Options::new();
+        o.insert(LEGACY_TOKEN.into(), TOKEN.into());
+        let legacy = Notion::new(SecretSet::default(), &o).unwrap();
+        assert!(check(&legacy, Some(SIG), BODY.as_bytes()).is_ok());
     }
 
     #[test]
-    fn the_verification_request_is_captured_only_while_no_token_is_known() {
+    fn the_verification_request_is_refused_unless_armed() {
+        let body = br#"{"verification_token":"secret_attacker"}"#;
+        let fresh = Notion::new(SecretSet::default(), &Options::new()).unwrap();
+        assert_eq!(
+            check(&fresh, None, body).unwrap_err(),
+            VerifyError::CaptureNotArmed,
+            "no trust on first use"
+        );
+        let expired = armed(SystemTime::now() - std::time::Duration::from_secs(1));
+        assert_eq!(
+            check(&expired, None, body).unwrap_err(),
+            VerifyError::CaptureNotArmed
+        );
+        let mut o = Options::new();
+        o.insert(ARMED_UNTIL.into(), "tomorrow".into());
+        assert!(Notion::new(SecretSet::default(), &o).is_err());
+    }
+
+    #[test]
+    fn the_verification_request_is_captured_only_while_armed_and_no_token_is_known() {
         let body = br#"{"verification_token":"secret_abc"}"#;
-        let fresh = Notion::new(SecretSet::default(), &Options::new());
+        let fresh = armed(SystemTime::now() + std::time::Duration::from_secs(600));
         assert_eq!(
             check(&fresh, None, body).unwrap().disposition,
             Disposition::Capture {
-                option: "verification_token",
+                option: LEGACY_TOKEN,
                 value: "secret_abc".into()
             }
         );

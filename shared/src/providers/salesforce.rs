@@ -4,7 +4,9 @@
 //! - the organization: option `organization_ids`, a comma-separated allow-list (15- or 18-character
 //!   ids; compared on their first 15 characters, the 18-character form adding a checksum);
 //! - a token in the endpoint URL: `?token=<the source's secret>`, compared in constant time (the
-//!   endpoint URL configured in Salesforce carries it; TLS keeps it on the wire).
+//!   endpoint URL configured in Salesforce carries it; TLS keeps it on the wire). Generated
+//!   tokens are URL-safe; older standard-base64 ones are accepted percent-encoded or with their
+//!   `+` read as a space.
 //!
 //! Each `Notification` becomes its own event, as JSON
 //! `{"organization_id", "action_id", "notification_id", "sobject_type", "sobject": {field: value}}`,
@@ -206,11 +208,14 @@ impl Verifier for Salesforce {
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned())
             .ok_or(VerifyError::MissingHeader("token"))?;
-        if !self
-            .secrets
-            .active(now)
-            .any(|s| constant_time_eq(s.expose(), token.as_bytes()))
-        {
+        // Tokens generated before hookline made them URL-safe are standard base64; pasted into
+        // the endpoint URL unencoded, their `+` arrives as a space. No token has a space, so
+        // restoring `+` is safe; `%2B` already decodes to `+`.
+        let restored = token.replace(' ', "+");
+        if !self.secrets.active(now).any(|s| {
+            constant_time_eq(s.expose(), token.as_bytes())
+                | constant_time_eq(s.expose(), restored.as_bytes())
+        }) {
             return Err(VerifyError::BadSignature);
         }
         if !matches!(req.media_type().as_deref(), Some("text/xml")) {
@@ -343,6 +348,27 @@ mod tests {
         assert_eq!(first["organization_id"], "00D000000000062EAA");
         let second: Value = serde_json::from_slice(&parts[1].body).unwrap();
         assert_eq!(second["sobject"]["Email"], "grace@example.com");
+    }
+
+    #[test]
+    fn standard_base64_tokens_are_accepted_raw_or_percent_encoded() {
+        let mut o = Options::new();
+        o.insert("organization_ids".into(), "00D000000000062".into());
+        // A token as `sources add --generate-secret` made them before they were URL-safe.
+        let v = Salesforce::new(SecretSet::single(Secret::from("a+b/c+d=")), &o).unwrap();
+        let ct = "text/xml";
+        let body = MESSAGE.as_bytes();
+        for path in [
+            "/webhooks/sf?token=a+b/c+d=",
+            "/webhooks/sf?token=a%2Bb%2Fc%2Bd%3D",
+            "/webhooks/sf?token=a%20b/c%20d=",
+        ] {
+            assert!(check(&v, path, ct, body).is_ok(), "{path}");
+        }
+        assert_eq!(
+            check(&v, "/webhooks/sf?token=a-b/c+d=", ct, body).unwrap_err(),
+            VerifyError::BadSignature
+        );
     }
 
     #[test]

@@ -7,6 +7,14 @@
 //! The source's "secret" is that verification key (public, but stored and rotated like any
 //! secret). The body is an array of events; each becomes its own event, deduplicated on
 //! `sg_event_id`.
+//!
+//! High-S signatures are accepted, deliberately. SendGrid's signer does not normalize `s`: about
+//! half of its signatures are high-S, the published one in the tests below among them, and its
+//! SDKs verify with their platform's plain ECDSA (sendgrid-python's `EventWebhook` with
+//! `cryptography`'s `ec.ECDSA(SHA256)`), which accepts either form. Refusing high-S would refuse
+//! genuine webhooks. The malleability it leaves gains nothing: the twin `(r, n - s)` of a
+//! captured signature signs the same timestamp and body, whose `sg_event_id`s are the dedup
+//! keys, so a replay with the twin is a duplicate (and stale after `tolerance`).
 
 use std::time::{Duration, SystemTime};
 
@@ -183,6 +191,33 @@ mod tests {
         assert_eq!(
             check(&verifier(), "@@@", BODY.as_bytes(), at(1600112502)).unwrap_err(),
             VerifyError::MalformedHeader(SIGNATURE)
+        );
+    }
+
+    #[test]
+    fn high_s_as_sendgrid_signs_and_its_low_s_twin_are_the_same_event() {
+        use p256::elliptic_curve::scalar::IsHigh as _;
+        let high = Signature::from_der(&B64.decode(SIG).unwrap()).unwrap();
+        assert!(
+            bool::from(high.s().is_high()),
+            "SendGrid's published signature is high-S: refusing high-S refuses SendGrid"
+        );
+        let low = B64.encode(high.normalize_s().to_der().as_bytes());
+        assert_ne!(low, SIG);
+        let v = verifier();
+        let keys = |sig: &str| match check(&v, sig, BODY.as_bytes(), at(1600112502))
+            .unwrap()
+            .disposition
+        {
+            Disposition::Split { parts, .. } => {
+                parts.into_iter().map(|p| p.dedup_key).collect::<Vec<_>>()
+            }
+            other => panic!("not split: {other:?}"),
+        };
+        assert_eq!(
+            keys(SIG),
+            keys(&low),
+            "a replay with the malleated twin is a duplicate"
         );
     }
 

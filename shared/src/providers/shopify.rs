@@ -1,7 +1,10 @@
 //! Shopify: `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(app client secret, raw body)>`.
 //! <https://shopify.dev/docs/apps/build/webhooks/subscribe/https#step-5-verify-the-webhook>
 //!
-//! Dedup key: `X-Shopify-Webhook-Id` (kept across Shopify's retries), else `X-Shopify-Event-Id`.
+//! Dedup key: the hash of the body (`sha256:<hex>`). Shopify signs only the body, so
+//! `X-Shopify-Webhook-Id` is whatever the sender says: keyed on it, a captured request replayed
+//! with a fresh id would be queued again. Shopify's retries resend the same body (a duplicate);
+//! a payload carries the resource's `updated_at`, so two changes do not share a body.
 
 use std::time::SystemTime;
 
@@ -9,7 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::{
-    RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq, hmac_sha256,
+    RawRequest, SecretSet, Verified, Verifier, VerifyError, body_hash_key, constant_time_eq,
+    hmac_sha256,
 };
 
 #[derive(Debug)]
@@ -43,12 +47,8 @@ impl Verifier for Shopify {
         if req.media_type().as_deref() != Some("application/json") {
             return Err(VerifyError::UnsupportedMediaType);
         }
-        let dedup = req
-            .header("x-shopify-webhook-id")
-            .or_else(|| req.header("x-shopify-event-id"))
-            .map(str::to_owned);
         Ok(Verified::enqueue(
-            dedup,
+            Some(body_hash_key(req.body)),
             req.header("x-shopify-topic").map(str::to_owned),
         ))
     }
@@ -109,11 +109,24 @@ mod tests {
     fn valid_signature() {
         let h = headers(SIG);
         let v = shopify().verify(&req(&h, BODY), SystemTime::now()).unwrap();
-        assert_eq!(
-            v.dedup_key.as_deref(),
-            Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043")
-        );
+        assert_eq!(v.dedup_key, Some(body_hash_key(BODY)));
         assert_eq!(v.event_type.as_deref(), Some("orders/create"));
+    }
+
+    #[test]
+    fn the_dedup_key_ignores_the_unsigned_webhook_id() {
+        let fresh: Headers = [
+            ("content-type", "application/json"),
+            ("x-shopify-topic", "orders/create"),
+            ("x-shopify-webhook-id", "replayed-with-a-fresh-id"),
+            (SIGNATURE, SIG),
+        ]
+        .into_iter()
+        .collect();
+        let original = headers(SIG);
+        let a = shopify().verify(&req(&original, BODY), SystemTime::now());
+        let b = shopify().verify(&req(&fresh, BODY), SystemTime::now());
+        assert_eq!(a.unwrap().dedup_key, b.unwrap().dedup_key);
     }
 
     #[test]

@@ -11,8 +11,12 @@
 //! `public_url` is it without the query string, and the query the ingress receives is appended.
 //! <https://www.twilio.com/docs/usage/webhooks/webhooks-security>
 //!
-//! Dedup key: `I-Twilio-Idempotency-Token` when present, else the body hash (a SID with its
-//! status is not unique: successive `<Gather>` actions of one call share both).
+//! Dedup key: the hash of what was signed (`sha256:<hex>` of the URL with its query and the
+//! sorted parameters; for JSON the URL, whose `bodySHA256` binds the body). A SID with its status
+//! is not unique (successive `<Gather>` actions of one call share both), and the
+//! `I-Twilio-Idempotency-Token` header is not signed: keyed on it, a captured request replayed
+//! with a fresh token would be queued again. Hashing the signed string rather than the raw body
+//! also makes a replay with its form parameters reordered (same signature) a duplicate.
 
 use std::time::SystemTime;
 
@@ -22,7 +26,7 @@ use sha2::Digest as _;
 
 use super::{
     OptionError, Options, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    constant_time_eq, hmac_sha1,
+    body_hash_key, constant_time_eq, hmac_sha1,
 };
 
 pub const OPTIONS: &[&str] = &["public_url"];
@@ -119,11 +123,10 @@ impl Verifier for Twilio {
         if !ok {
             return Err(VerifyError::BadSignature);
         }
-        // Twilio's idempotency token when it sends one; else the body hash (`None`): a retry
-        // resends the same parameters, while two callbacks of one call (successive `<Gather>`
-        // actions, each `in-progress`) differ in theirs and must both be queued.
-        let dedup = req.header("i-twilio-idempotency-token").map(str::to_owned);
-        Ok(Verified::enqueue(dedup, None))
+        // A retry resends the same parameters, while two callbacks of one call (successive
+        // `<Gather>` actions, each `in-progress`) differ in theirs and must both be queued.
+        let signed = [full.as_bytes(), tail.as_bytes()].concat();
+        Ok(Verified::enqueue(Some(body_hash_key(&signed)), None))
     }
 
     fn forwarded_headers(&self) -> &'static [&'static str] {
@@ -182,10 +185,9 @@ mod tests {
             FORM.as_bytes(),
         )
         .unwrap();
-        assert_eq!(
-            ok.dedup_key, None,
-            "no idempotency token: the ingress hashes the body"
-        );
+        let signed = "https://mycompany.com/myapp.php?foo=1&bar=2\
+             CallSidCA1234567890ABCDECaller+12349013030Digits1234From+12349013030To+18005551212";
+        assert_eq!(ok.dedup_key, Some(body_hash_key(signed.as_bytes())));
         // Signed without the port, received with it configured (and the other way round).
         assert!(
             check(
@@ -208,6 +210,36 @@ mod tests {
             .unwrap_err(),
             VerifyError::BadSignature
         );
+    }
+
+    #[test]
+    fn replays_with_a_fresh_token_or_reordered_parameters_are_the_same_key() {
+        let url = "https://mycompany.com/myapp.php";
+        let path = "/webhooks/tw?foo=1&bar=2";
+        let first = check(url, path, FORM_CT, FORM_SIG, FORM.as_bytes()).unwrap();
+        let reordered = "To=%2B18005551212&From=%2B12349013030&Digits=1234&Caller=%2B12349013030&CallSid=CA1234567890ABCDE";
+        let mut o = Options::new();
+        o.insert("public_url".into(), url.into());
+        let headers: Headers = [
+            (SIGNATURE, FORM_SIG),
+            ("content-type", FORM_CT),
+            ("i-twilio-idempotency-token", "a-fresh-token"),
+        ]
+        .into_iter()
+        .collect();
+        let replay = Twilio::new(SecretSet::single(Secret::from("12345")), &o)
+            .unwrap()
+            .verify(
+                &RawRequest {
+                    method: "POST",
+                    path_and_query: path,
+                    headers: &headers,
+                    body: reordered.as_bytes(),
+                },
+                SystemTime::now(),
+            )
+            .unwrap();
+        assert_eq!(replay.dedup_key, first.dedup_key);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `hookline-worker sources …`: add, list, show, rotate-secret, enable, disable, remove.
-//! Secrets are read from stdin or an environment variable (never from argv, which `ps` shows),
-//! and never printed except when hookline generated them.
+//! `hookline-worker sources …`: add, list, show, rotate-secret, enable, disable, remove, and for
+//! Notion arm-capture and captured. Secrets are read from stdin or an environment variable (never
+//! from argv, which `ps` shows), and never printed except when hookline generated them or an
+//! operator asks for a captured token by name (`sources captured`).
 
 use std::io::Read;
 use std::time::Duration;
@@ -41,8 +42,18 @@ pub enum SourcesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one source (never its secrets).
+    /// Show one source (never its secrets), with `problem` when the ingress cannot serve it.
     Show { id: SourceId },
+    /// Let the next unsigned Notion verification request store its token, for a while. Without
+    /// this, no unsigned request can set a Notion source's token.
+    ArmCapture {
+        id: SourceId,
+        /// How long the capture stays armed: `10m`, `1h`. It is spent by the first capture.
+        #[arg(long = "for", default_value = "10m", value_parser = parse_grace)]
+        window: Duration,
+    },
+    /// Print the verification token a Notion source captured (to paste into Notion).
+    Captured { id: SourceId },
     /// Add a new secret; the current ones keep verifying until the grace period ends.
     RotateSecret {
         id: SourceId,
@@ -56,12 +67,13 @@ pub enum SourcesCommand {
     Disable { id: SourceId },
     /// Accept webhooks for a source again.
     Enable { id: SourceId },
-    /// Delete a source and its secrets.
+    /// Delete a source, its secrets and its dedup claims.
     Remove { id: SourceId },
 }
 
 /// Required for every provider but Notion, whose verification token arrives with Notion's
-/// first request (then `sources show` displays it).
+/// first request once an operator armed its capture (then `sources captured` reveals it), and
+/// Google Pub/Sub, which verifies with Google's keys.
 #[derive(Args)]
 #[group(required = false, multiple = false)]
 pub struct SecretInput {
@@ -121,8 +133,12 @@ fn read_secret(
     Ok((Secret::from(secret.as_str()), false))
 }
 
-/// Standard Webhooks secrets are `whsec_` + base64 of the key bytes; others are opaque strings.
+/// Standard Webhooks secrets are `whsec_` + base64 of the key bytes; Salesforce's go into the
+/// endpoint URL (`?token=`), so they are URL-safe; others are opaque strings.
 fn generate_for(provider: ProviderKind) -> Secret {
+    if provider == ProviderKind::Salesforce {
+        return Secret::generate_url_safe();
+    }
     let s = Secret::generate();
     match provider {
         ProviderKind::StandardWebhooks => {
@@ -198,6 +214,36 @@ pub async fn run(settings: &Settings, cmd: SourcesCommand) -> anyhow::Result<()>
         }
         SourcesCommand::Show { id } => {
             println!("{}", serde_json::to_string_pretty(&repo.show(&id).await?)?);
+        }
+        SourcesCommand::ArmCapture { id, window } => {
+            let until = chrono::Utc::now()
+                + chrono::Duration::from_std(window).context("--for is too long")?;
+            let info = repo.arm_capture(&id, until).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": info.id,
+                    "capture_armed_until": info.options.get(hookline_shared::providers::notion::ARMED_UNTIL),
+                })
+            );
+        }
+        SourcesCommand::Captured { id } => {
+            let tokens = repo.captured(&id).await?;
+            if tokens.is_empty() {
+                bail!(
+                    "source {id} has no verification token yet: arm the capture with \
+                     `hookline-worker sources arm-capture {id} --for 10m`, then create or \
+                     resend the subscription in Notion"
+                );
+            }
+            let tokens: Vec<String> = tokens
+                .iter()
+                .map(|t| String::from_utf8_lossy(t.expose()).into_owned())
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({ "id": id, "verification_token": tokens.last(), "all": tokens })
+            );
         }
         SourcesCommand::RotateSecret { id, secret, grace } => {
             let provider = repo.show(&id).await?.provider;
