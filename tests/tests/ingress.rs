@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use hookline_shared::envelope;
+use hookline_shared::providers::body_hash_key;
 use hookline_tests::env::Server;
 use hookline_tests::sign::{self, Headers};
 use hookline_tests::{TcpProxy, TestEnv, eventually, get, post, unix_now};
@@ -15,8 +16,14 @@ fn uid() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// A GitHub `issues.opened` for issue `n`. Each call is a distinct delivery: GitHub's dedup key
+/// is the hash of the body it signs, and a real payload always differs (`updated_at`, …).
 fn issue_body(n: u64) -> Vec<u8> {
-    format!(r#"{{"action":"opened","issue":{{"id":{n},"title":"bug {n}"}}}}"#).into_bytes()
+    format!(
+        r#"{{"action":"opened","issue":{{"id":{n},"title":"bug {n}","updated_at":"{}"}}}}"#,
+        uid()
+    )
+    .into_bytes()
 }
 
 async fn post_to(
@@ -156,7 +163,8 @@ async fn every_provider_accepts_signed_and_rejects_tampered_or_unsigned() {
             headers: sign::github(SECRET, "issues", &delivery, &body),
             signature_header: "x-hub-signature-256",
             body: &body,
-            expected_dedup: &format!("4242:{delivery}"),
+            // GitHub signs only the body: the key is its hash, not the unsigned delivery id.
+            expected_dedup: &body_hash_key(&body),
         },
     )
     .await;
@@ -202,7 +210,7 @@ async fn every_provider_accepts_signed_and_rejects_tampered_or_unsigned() {
             headers: sign::shopify(SECRET, "orders/create", &webhook_id, body),
             signature_header: "x-shopify-hmac-sha256",
             body,
-            expected_dedup: &webhook_id,
+            expected_dedup: &body_hash_key(body),
         },
     )
     .await;
@@ -264,7 +272,8 @@ async fn every_provider_accepts_signed_and_rejects_tampered_or_unsigned() {
             headers,
             signature_header: "x-signature",
             body,
-            expected_dedup: &request_id,
+            // `x-request-id` is not in the signed template: the body's hash is the key.
+            expected_dedup: &body_hash_key(body),
         },
     )
     .await;
@@ -342,6 +351,7 @@ async fn duplicates_are_answered_200_and_published_once_even_when_concurrent() {
     );
 
     // 50 identical requests at once: one is queued, the others are duplicates of it.
+    let body = issue_body(7);
     let headers = sign::github(SECRET, "issues", &uid(), &body);
     let url = ingress.url(&format!("/webhooks/{github}"));
     let answers = futures::future::join_all((0..50).map(|_| post(&url, &headers, &body))).await;
@@ -453,8 +463,8 @@ async fn broker_loss_answers_503_quickly_then_recovers_without_restart() {
     );
 
     proxy.sever().await;
-    let delivery = uid();
-    let headers = sign::github(SECRET, "issues", &delivery, &body);
+    let body = issue_body(3);
+    let headers = sign::github(SECRET, "issues", &uid(), &body);
     let started = std::time::Instant::now();
     let down = post(&url, &headers, &body).await;
     assert_eq!(down.status, 503, "{down:?}");
@@ -498,20 +508,20 @@ async fn full_work_queue_answers_503_and_claims_nothing() {
     let github = env.add_source("github", SECRET, &[]).await;
     let ingress = env.ingress().await;
     let url = ingress.url(&format!("/webhooks/{github}"));
-    let body = issue_body(1);
     let mut statuses = Vec::new();
     let mut refused = None;
     for _ in 0..5 {
+        let body = issue_body(1);
         let headers = sign::github(SECRET, "issues", &uid(), &body);
         let a = post(&url, &headers, &body).await;
         statuses.push(a.status);
         if a.status == 503 {
             assert!(a.header("retry-after").is_some());
-            refused = Some(headers);
+            refused = Some((headers, body));
             break;
         }
     }
-    let headers = refused.unwrap_or_else(|| panic!("never refused: {statuses:?}"));
+    let (headers, body) = refused.unwrap_or_else(|| panic!("never refused: {statuses:?}"));
     // A quorum queue starts refusing once it holds more than the limit, so it may take one
     // message beyond it; every accepted message is in the queue.
     let accepted = statuses.iter().filter(|s| **s == 202).count();
@@ -528,10 +538,9 @@ async fn sources_added_disabled_and_removed_with_the_cli_take_effect_without_res
     let env = TestEnv::new().await;
     let ingress = env.ingress().await;
     let url = ingress.url("/webhooks/late-github");
-    let body = issue_body(1);
     let send = || {
         let url = url.clone();
-        let body = body.clone();
+        let body = issue_body(1);
         async move { post(&url, &sign::github(SECRET, "issues", &uid(), &body), &body).await }
     };
     let unknown = send().await;

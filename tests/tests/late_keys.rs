@@ -20,8 +20,9 @@ fn notion_signed(token: &str, body: &[u8]) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notion_token_is_captured_shown_and_then_required() {
+async fn notion_token_is_captured_only_when_armed_sealed_revealed_and_then_required() {
     let env = TestEnv::new().await;
+    env.set("HOOKLINE_SOURCE_REFRESH", "200ms");
     let added = env
         .cli(&[
             "sources",
@@ -48,11 +49,38 @@ async fn notion_token_is_captured_shown_and_then_required() {
     let ingress = env.ingress().await;
     let url = ingress.url("/webhooks/notion-1");
     let json = vec![("content-type".to_owned(), "application/json".to_owned())];
+    let verification = |token: &str| format!(r#"{{"verification_token":"{token}"}}"#);
+
+    // No trust on first use: unarmed, nobody's verification request sets the token.
+    let a = post(&url, &json, verification("secret_attacker").as_bytes()).await;
+    assert_eq!((a.status, a.error().as_str()), (401, "capture_not_armed"));
+    let none = env.cli(&["sources", "captured", "notion-1"]).await;
+    assert!(
+        !none.success && none.stderr.contains("arm-capture"),
+        "{none:?}"
+    );
+    assert_eq!(
+        env.count("select count(*) from source_secrets").await,
+        0,
+        "the unarmed request stored nothing"
+    );
+
+    // The operator arms the capture; Notion's request (sent once the subscription is created)
+    // stores the token.
+    let armed = env
+        .cli(&["sources", "arm-capture", "notion-1", "--for", "10m"])
+        .await
+        .ok()
+        .json();
+    assert!(armed["capture_armed_until"].is_string(), "{armed}");
     let token = "secret_4b1e9d0c7a2f48e5b3c6d8f0a1e2b3c4";
-    let a = post(
-        &url,
-        &json,
-        format!(r#"{{"verification_token":"{token}"}}"#).as_bytes(),
+    let a = eventually(
+        "the armed capture reaches the ingress",
+        Duration::from_secs(10),
+        || async {
+            let a = post(&url, &json, verification(token).as_bytes()).await;
+            (a.status != 401).then_some(a)
+        },
     )
     .await;
     assert_eq!(a.status, 200, "{a:?}");
@@ -62,20 +90,69 @@ async fn notion_token_is_captured_shown_and_then_required() {
         "a handshake is never queued"
     );
 
-    let show = env.cli(&["sources", "show", "notion-1"]).await.ok().json();
+    // Stored sealed like every secret: not in the options, not readable in the secrets table.
     assert_eq!(
-        show["options"]["verification_token"], token,
-        "the operator reads it here"
+        env.count("select count(*) from source_secrets where source_id = 'notion-1'")
+            .await,
+        1
     );
+    let readable = env
+        .db
+        .query_one(
+            "select count(*) from source_secrets \
+             where position(convert_to($1, 'UTF8') in sealed) > 0",
+            &[&token],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(readable, 0, "the token is sealed");
+    let in_options = env
+        .db
+        .query_one(
+            "select count(*) from sources where options::text like '%' || $1 || '%'",
+            &[&token],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(in_options, 0);
+    let show = env.cli(&["sources", "show", "notion-1"]).await.ok();
+    assert!(!show.stdout.contains(token), "show never reveals it: {show:?}");
+    assert!(
+        show.json()["options"]
+            .get(hookline_shared::providers::notion::ARMED_UNTIL)
+            .is_none(),
+        "the capture spent the arming: {show:?}"
+    );
+    // Revealed only on request, to paste into Notion.
+    let captured = env
+        .cli(&["sources", "captured", "notion-1"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(captured["verification_token"], token);
 
     // Someone else's verification request cannot replace it.
-    let a = post(&url, &json, br#"{"verification_token":"secret_attacker"}"#).await;
-    assert_eq!((a.status, a.error().as_str()), (401, "missing_signature"));
-    let show = env.cli(&["sources", "show", "notion-1"]).await.ok().json();
-    assert_eq!(show["options"]["verification_token"], token);
+    let a = post(&url, &json, verification("secret_attacker").as_bytes()).await;
+    assert_eq!(a.status, 401, "{a:?}");
+    let captured = env
+        .cli(&["sources", "captured", "notion-1"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(captured["verification_token"], token);
 
     let body = br#"{"id":"9a1c-evt","type":"page.content_updated","entity":{"id":"page-42","type":"page"},"data":{}}"#;
-    let a = post(&url, &notion_signed(token, body), body).await;
+    let a = eventually(
+        "the captured token reaches the ingress",
+        Duration::from_secs(10),
+        || async {
+            let a = post(&url, &notion_signed(token, body), body).await;
+            (a.status != 401).then_some(a)
+        },
+    )
+    .await;
     assert_eq!(a.status, 202, "{a:?}");
     let a = post(&url, &notion_signed(token, body), body).await;
     assert_eq!(a.status, 200, "duplicate on the event id");

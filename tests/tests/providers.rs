@@ -101,7 +101,7 @@ async fn twilio_signs_the_public_url_with_its_parameters() {
     let signed_url = format!("{TWILIO_URL}?tenant=acme");
 
     let (headers, body) = twilio_form(&signed_url, &twilio_status("SM0001", "delivered"));
-    let delivered_key = body_key(&body);
+    let delivered_key = twilio_key(&signed_url, &twilio_status("SM0001", "delivered"));
     let a = post(&url("tenant=acme"), &headers, &body).await;
     assert_eq!(a.status, 202, "{a:?}");
     let again = post(&url("tenant=acme"), &headers, &body).await;
@@ -115,15 +115,32 @@ async fn twilio_signs_the_public_url_with_its_parameters() {
         "https://hooks.example.com:443/twilio/status?tenant=acme",
         &twilio_status("SM0001", "read"),
     );
-    let read_key = body_key(&body);
+    // The key hashes what was signed with the URL as configured (without the port).
+    let read_key = twilio_key(&signed_url, &twilio_status("SM0001", "read"));
     let a = post(&url("tenant=acme"), &headers, &body).await;
     assert_eq!(a.status, 202, "explicit :443: {a:?}");
 
-    // Twilio's idempotency token, when sent, is the delivery id.
+    // Twilio's idempotency token is not signed: a replay with a fresh one is a duplicate.
     let (headers, body) = twilio_form(&signed_url, &twilio_status("SM0002", "sent"));
-    let headers = sign::with(headers, "i-twilio-idempotency-token", "idem-42");
-    let a = post(&url("tenant=acme"), &headers, &body).await;
+    let sent_key = twilio_key(&signed_url, &twilio_status("SM0002", "sent"));
+    let a = post(
+        &url("tenant=acme"),
+        &sign::with(headers.clone(), "i-twilio-idempotency-token", "idem-42"),
+        &body,
+    )
+    .await;
     assert_eq!(a.status, 202, "{a:?}");
+    let replay = post(
+        &url("tenant=acme"),
+        &sign::with(headers, "i-twilio-idempotency-token", "idem-43"),
+        &body,
+    )
+    .await;
+    assert_eq!(
+        (replay.status, replay.json()["status"].as_str()),
+        (200, Some("duplicate")),
+        "{replay:?}"
+    );
 
     // JSON bodies: Twilio adds bodySHA256 to the query and signs the URL alone.
     let json = br#"{"event_type":"com.twilio.messaging.message.delivered","data":{"messageSid":"SM0003"}}"#;
@@ -168,8 +185,9 @@ async fn twilio_signs_the_public_url_with_its_parameters() {
         &[
             &delivered_key,
             &read_key,
-            "idem-42",
-            &format!("sha256:{}", &hash[11..]),
+            &sent_key,
+            // JSON: the signed URL, whose bodySHA256 binds the body.
+            &body_key(format!("{TWILIO_URL}?{hash}").as_bytes()),
         ],
     )
     .await;
@@ -328,7 +346,15 @@ async fn linear_signs_the_body_and_dates_it_inside() {
         "unsigned",
     );
 
-    queued(&env, "linear", &["d4a7c1e0-delivery-1"]).await;
+    // Keyed on the signed body (webhook, type, action, entity, time of the change), not on the
+    // unsigned Linear-Delivery header.
+    queued(
+        &env,
+        "linear",
+        &["linear:000042e3-d123-4980-b49f-8e140eef9329:Issue:create:\
+           2174add1-f7c8-44e3-bbf3-2d60b5ea8bc9:2024-05-01T10:00:00.000Z"],
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -690,7 +716,8 @@ async fn gitlab_checks_the_token_or_the_signing_token() {
     let ingress = env.ingress().await;
     let event = "Merge Request Hook";
 
-    // Secret token: dedup on Idempotency-Key, else X-Gitlab-Event-UUID.
+    // Secret token: nothing is signed, so the key is the body's hash (a fresh Idempotency-Key
+    // does not make a replay new).
     let body = gitlab_merge_request(1);
     let headers = sign_more::gitlab_token(GITLAB_TOKEN, event, "idem-gl-1", "uuid-gl-1");
     assert_eq!(
@@ -769,7 +796,14 @@ async fn gitlab_checks_the_token_or_the_signing_token() {
         401
     );
 
-    queued(&env, "gitlab", &["idem-gl-1", "uuid-gl-2", "idem-gl-3"]).await;
+    // Plain token: nothing is signed, the body's hash is the key; signing token: the signed
+    // webhook-id.
+    queued(
+        &env,
+        "gitlab",
+        &[&body_key(&body), &body_key(&body2), "idem-gl-3"],
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1026,9 +1060,21 @@ async fn every_round_two_provider_is_parsed_into_module_and_event_type() {
     );
 }
 
-/// Without an idempotency token, Twilio requests are deduplicated on their body (a retry resends
-/// the same parameters; two callbacks of one call differ in theirs).
+/// The dedup key of what a provider signs: `sha256:<hex>`.
 fn body_key(body: &[u8]) -> String {
     use sha2::Digest as _;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
+}
+
+/// Twilio's dedup key: the hash of what Twilio signed, the URL (with the query received) and the
+/// sorted parameters (a retry resends the same; two callbacks of one call differ in theirs).
+fn twilio_key(url: &str, params: &[(&'static str, String)]) -> String {
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut signed = url.to_owned();
+    for (k, v) in &sorted {
+        signed.push_str(k);
+        signed.push_str(v);
+    }
+    body_key(signed.as_bytes())
 }
