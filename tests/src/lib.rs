@@ -67,10 +67,23 @@ impl Answer {
     }
 }
 
+/// One client for every test request: building a client loads the TLS roots, which on a busy
+/// machine took long enough that, with dozens of requests started at once, the ingress closed
+/// connections whose request had not arrived within its 5 s header timeout. Connections are not
+/// pooled, so each request still opens its own, as a fresh client did.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap_or_else(|e| panic!("test HTTP client: {e}"))
+    })
+}
+
 /// Posts `body` with `headers`.
 pub async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Answer {
-    let client = reqwest::Client::new();
-    let mut req = client.post(url).body(body.to_vec());
+    let mut req = client().post(url).body(body.to_vec());
     for (k, v) in headers {
         req = req.header(k, v);
     }

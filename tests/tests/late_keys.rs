@@ -118,7 +118,10 @@ async fn notion_token_is_captured_only_when_armed_sealed_revealed_and_then_requi
         .get::<_, i64>(0);
     assert_eq!(in_options, 0);
     let show = env.cli(&["sources", "show", "notion-1"]).await.ok();
-    assert!(!show.stdout.contains(token), "show never reveals it: {show:?}");
+    assert!(
+        !show.stdout.contains(token),
+        "show never reveals it: {show:?}"
+    );
     assert!(
         show.json()["options"]
             .get(hookline_shared::providers::notion::ARMED_UNTIL)

@@ -70,7 +70,12 @@ async fn an_undecryptable_source_breaks_only_itself() {
     add_github(&env, "good-b", &[]).await;
     // Sealed under another HOOKLINE_SECRET_KEY, as a second checkout's `make run` leaves it.
     let other_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-    add_github(&env, "sealed-elsewhere", &[("HOOKLINE_SECRET_KEY", &other_key)]).await;
+    add_github(
+        &env,
+        "sealed-elsewhere",
+        &[("HOOKLINE_SECRET_KEY", &other_key)],
+    )
+    .await;
     let ingress = env.ingress().await;
 
     assert_eq!(send(&ingress, "good-a").await.status, 202);
@@ -97,10 +102,13 @@ async fn an_undecryptable_source_breaks_only_itself() {
         "{metrics}"
     );
     assert!(
-        ingress.proc.logs().lines().any(|l| l
-            .contains("sealed-elsewhere")
-            && l.contains("undecryptable_secret")
-            && l.contains("cannot be served")),
+        ingress
+            .proc
+            .logs()
+            .lines()
+            .any(|l| l.contains("sealed-elsewhere")
+                && l.contains("undecryptable_secret")
+                && l.contains("cannot be served")),
         "a log line names the source and why"
     );
     let show = env
@@ -254,8 +262,7 @@ async fn a_removed_source_takes_its_claims_and_a_reused_id_starts_clean() {
     let headers = sign::github(SECRET, "issues", &uid(), &body);
     assert_eq!(post(&url, &headers, &body).await.status, 202);
     eventually("the claim is recorded", Duration::from_secs(10), || async {
-        (env
-            .count("select count(*) from dedup_claims where source_id = 'reused'")
+        (env.count("select count(*) from dedup_claims where source_id = 'reused'")
             .await
             == 1)
             .then_some(())
@@ -278,7 +285,10 @@ async fn a_removed_source_takes_its_claims_and_a_reused_id_starts_clean() {
         },
     )
     .await;
-    assert_eq!(again.status, 202, "not a duplicate of the old source's event: {again:?}");
+    assert_eq!(
+        again.status, 202,
+        "not a duplicate of the old source's event: {again:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
