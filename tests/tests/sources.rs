@@ -189,11 +189,18 @@ async fn unknown_ids_are_answered_from_memory() {
     let started = Instant::now();
     let n = 300;
     let url = ingress.url("/webhooks/");
-    let answers = futures::future::join_all((0..n).map(|_| {
-        let url = format!("{url}{}", uid());
-        async move { post(&url, &[], b"{}").await }
-    }))
-    .await;
+    // In waves of 25, so a busy test machine never holds a connection past the ingress's
+    // header timeout; what is measured is the number of queries, not the concurrency.
+    let mut answers = Vec::with_capacity(n);
+    for _ in 0..n / 25 {
+        answers.extend(
+            futures::future::join_all((0..25).map(|_| {
+                let url = format!("{url}{}", uid());
+                async move { post(&url, &[], b"{}").await }
+            }))
+            .await,
+        );
+    }
     let elapsed = started.elapsed();
     assert!(
         answers
