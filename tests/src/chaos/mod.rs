@@ -132,13 +132,13 @@ impl Plan {
         Self {
             rate,
             faults: Fault::ALL.to_vec(),
-            warmup: Duration::from_secs(3),
-            outage: Duration::from_secs(4),
-            gap: Duration::from_secs(3),
+            warmup: Duration::from_secs(2),
+            outage: Duration::from_secs(3),
+            gap: Duration::from_secs(2),
             queue_max_length: (rate * 4).max(100),
             resend: 0.1,
-            give_up: Duration::from_secs(90),
-            drain: Duration::from_secs(90),
+            give_up: Duration::from_secs(180),
+            drain: Duration::from_secs(120),
         }
     }
 
@@ -227,7 +227,6 @@ pub struct World {
     ingress_db: TcpProxy,
     pub rabbit: rabbit::Cluster,
     pub pg: pg::Postgres,
-    pub db: tokio_postgres::Client,
     pub source: String,
     pub secret: String,
     pub dir: PathBuf,
@@ -267,9 +266,6 @@ impl World {
             tokio_postgres::connect(&pg.conninfo("postgres"), tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         admin.batch_execute("CREATE DATABASE hookline").await?;
-        let (db, conn) =
-            tokio_postgres::connect(&pg.conninfo("hookline"), tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
 
         let key: [u8; 32] = rand::random();
         let secret_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
@@ -377,7 +373,6 @@ impl World {
             ingress_db,
             rabbit,
             pg,
-            db,
             source: SOURCE.to_owned(),
             secret,
             dir: dir.clone(),
@@ -390,6 +385,15 @@ impl World {
         }
         eprintln!("chaos: world up in {:.1?} ({})", t.elapsed(), dir.display());
         Ok(world)
+    }
+
+    /// A new connection to hookline's database: one held across the run would not survive the
+    /// `pg-stop` fault.
+    pub async fn db(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (db, conn) =
+            tokio_postgres::connect(&self.pg.conninfo("hookline"), tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok(db)
     }
 
     /// The ingress URLs the providers post to.
@@ -593,11 +597,14 @@ impl World {
     pub async fn drain(&self, accepted: &[String], timeout: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         let keys: Vec<String> = accepted.iter().map(|d| format!("1:{d}")).collect();
+        let db = self.db().await?;
         loop {
-            let stored: i64 = self
-                .db
+            // Dead-lettered deliveries are done too (the checks count them against the run).
+            let stored: i64 = db
                 .query_one(
-                    "SELECT count(DISTINCT dedup_key) FROM events WHERE dedup_key = ANY($1)",
+                    "SELECT count(*) FROM (SELECT dedup_key FROM events WHERE dedup_key = ANY($1) \
+                     UNION SELECT headers->>'hookline-dedup-key' FROM dead_letters \
+                     WHERE headers->>'hookline-dedup-key' = ANY($1)) k",
                     &[&keys],
                 )
                 .await?
@@ -621,8 +628,8 @@ impl World {
     /// What the database holds for the run: rows per delivery id, dead letters per delivery id.
     pub async fn stored(&self) -> anyhow::Result<report::Stored> {
         let mut stored = report::Stored::default();
-        for row in self
-            .db
+        let db = self.db().await?;
+        for row in db
             .query(
                 "SELECT dedup_key, count(*) FROM events WHERE source_id = $1 GROUP BY dedup_key",
                 &[&self.source],
@@ -634,8 +641,7 @@ impl World {
             let delivery = key.strip_prefix("1:").unwrap_or(&key).to_owned();
             stored.rows.insert(delivery, n as u64);
         }
-        for row in self
-            .db
+        for row in db
             .query(
                 "SELECT coalesce(headers->>'hookline-dedup-key', ''), reason FROM dead_letters",
                 &[],

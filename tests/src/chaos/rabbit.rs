@@ -59,7 +59,7 @@ impl Cluster {
                 format!(
                     "listeners.tcp.local = 127.0.0.1:{amqp_port}\n\
                      log.console = false\n\
-                     log.file.level = warning\n\
+                     log.file.level = info\n\
                      disk_free_limit.absolute = 100MB\n"
                 ),
             )?;

@@ -5,7 +5,7 @@
 //! a request to the segment it was sent in. Per segment: the 503s and other failed attempts and
 //! how long they went on, how long after the injection a 202 came back, the p99 latency of the
 //! steady part (from one second after recovery to the next fault), and the invariants: lost (an
-//! accepted delivery with no row in `events`), duplicated (more than one row), two ids (answered
+//! accepted delivery with no row in `events` and no dead letter), duplicated (more than one row), two ids (answered
 //! with two different event ids), dead-lettered, not accepted.
 
 use std::collections::{HashMap, HashSet};
@@ -105,6 +105,7 @@ impl Report {
             row.trouble = w.trouble.clone();
         }
 
+        let dead: HashSet<&str> = stored.dead.iter().map(|(d, _)| d.as_str()).collect();
         // Deliveries: every id answered, and where each delivery belongs.
         let mut ids: HashMap<&str, HashSet<&str>> = HashMap::new();
         let mut home: HashMap<&str, usize> = HashMap::new();
@@ -130,7 +131,8 @@ impl Report {
             }
             row.deliveries += 1;
             let n = stored.rows.get(&s.delivery).copied().unwrap_or(0);
-            if matches!(s.status, 200 | 202) && n == 0 {
+            // Dead-lettered is counted as such, not as lost: the event is parked, not gone.
+            if matches!(s.status, 200 | 202) && n == 0 && !dead.contains(s.delivery.as_str()) {
                 row.lost += 1;
             }
             if n > 1 {
@@ -140,6 +142,7 @@ impl Report {
                 row.two_ids += 1;
             }
         }
+
         let mut dead_reasons: HashMap<String, u64> = HashMap::new();
         for (delivery, reason) in &stored.dead {
             *dead_reasons.entry(reason.clone()).or_default() += 1;
