@@ -238,9 +238,11 @@ pub const SOURCE: &str = "chaos-github";
 
 impl World {
     pub async fn start(plan: &Plan) -> anyhow::Result<Self> {
+        sweep_abandoned_runs();
         let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let dir = std::env::temp_dir().join(format!("hlchaos-{tag}"));
         std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("owner"), std::process::id().to_string())?;
         let guard = Dir(dir.clone());
         let t = Instant::now();
         let (pg, rabbit) = tokio::join!(
@@ -684,6 +686,53 @@ async fn wait_exit(p: &mut Proc) -> Option<std::process::ExitStatus> {
     }
 }
 
+/// Stops what a run killed without its teardown (e.g. a test runner's timeout) left behind: the
+/// RabbitMQ nodes and PostgreSQL of every `hlchaos-*` directory whose owner process is gone.
+fn sweep_abandoned_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let is_run = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("hlchaos-"));
+        let owner = std::fs::read_to_string(dir.join("owner")).unwrap_or_default();
+        let owner_alive = Path::new(&format!("/proc/{}", owner.trim())).exists();
+        if !is_run || owner.trim().is_empty() || owner_alive {
+            continue;
+        }
+        for i in 0..3 {
+            let pid = std::fs::read_to_string(dir.join(format!("rabbit-{i}/pid")))
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            // Only a process that is still that node (its command line names the run's
+            // directory): a pid can have been reused since.
+            if let Some(pid) = pid {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy()) {
+                    let _ = signal(pid, "-KILL");
+                }
+            }
+        }
+        let _ = std::process::Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                "/usr/lib/postgresql/15/bin/pg_ctl",
+                "-D",
+            ])
+            .arg(dir.join("pg/data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// Runs `plan` against a fresh [`World`]; the report says what held and what did not.
 pub async fn run(plan: &Plan) -> anyhow::Result<report::Report> {
     let mut world = World::start(plan).await?;
@@ -758,6 +807,10 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 pub(crate) fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    // 0 and 1 would mean a process group or init, never one of the suite's processes.
+    if pid <= 1 {
+        bail!("refusing to signal pid {pid}");
+    }
     let status = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
         .status()?;
