@@ -174,6 +174,8 @@ pub struct Window {
 struct Slot {
     name: String,
     port: u16,
+    /// The ingress's admin listener (`HOOKLINE_INGRESS_ADMIN_ADDR`), where its `/readyz` is.
+    admin_port: Option<u16>,
     args: &'static [&'static str],
     bin: &'static str,
     vars: Vec<(String, String)>,
@@ -196,10 +198,17 @@ impl Slot {
     }
 
     async fn ready(&self) -> bool {
-        matches!(
-            reqwest::get(self.url("/readyz")).await,
-            Ok(r) if r.status().is_success()
-        )
+        let ok = |url: String| async move {
+            matches!(reqwest::get(url).await, Ok(r) if r.status().is_success())
+        };
+        // An ingress without an admin listener (older builds) serves `/readyz` on its main port.
+        match self.admin_port {
+            Some(admin) => {
+                ok(format!("http://127.0.0.1:{admin}/readyz")).await
+                    || ok(self.url("/readyz")).await
+            }
+            None => ok(self.url("/readyz")).await,
+        }
     }
 }
 
@@ -332,9 +341,11 @@ impl World {
         let mut ingresses = Vec::new();
         for i in 0..2 {
             let port = free_port()?;
+            let admin_http = free_port()?;
             ingresses.push(Slot {
                 name: format!("ingress-{i}"),
                 port,
+                admin_port: Some(admin_http),
                 bin: "hookline-ingress",
                 args: &[],
                 vars: with(vec![
@@ -344,6 +355,10 @@ impl World {
                     ),
                     ("HOOKLINE_AMQP_URL", amqp(ingress_broker.port)),
                     ("HOOKLINE_INGRESS_ADDR", format!("127.0.0.1:{port}")),
+                    (
+                        "HOOKLINE_INGRESS_ADMIN_ADDR",
+                        format!("127.0.0.1:{admin_http}"),
+                    ),
                 ]),
                 proc: None,
             });
@@ -354,6 +369,7 @@ impl World {
             workers.push(Slot {
                 name: format!("worker-{i}"),
                 port,
+                admin_port: None,
                 bin: "hookline-worker",
                 args: &["run"],
                 vars: with(vec![
