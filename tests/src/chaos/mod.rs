@@ -614,7 +614,8 @@ impl World {
     /// accepted delivery stored; gives up after `timeout` (the checks then say what is missing).
     pub async fn drain(&self, accepted: &[String], timeout: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
-        let keys: Vec<String> = accepted.iter().map(|d| format!("1:{d}")).collect();
+        // A delivery is named by its dedup key (see `provider::delivery`).
+        let keys: Vec<String> = accepted.to_vec();
         let db = self.db().await?;
         loop {
             // Dead-lettered deliveries are done too (the checks count them against the run).

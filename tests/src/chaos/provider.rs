@@ -202,8 +202,10 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> anyhow::Error {
 
 /// A new delivery: sent until accepted, then maybe re-sent once.
 async fn delivery(shared: &Shared, n: u64, scheduled: SystemTime) {
-    let id = uuid::Uuid::now_v7().to_string();
     let body = body(n, shared.body_size);
+    // GitHub's dedup key is the hash of the body it signs (the delivery header is unsigned), so
+    // the delivery is named by that key: the checks find its rows by it.
+    let id = hookline_shared::providers::body_hash_key(body.as_bytes());
     let mut mac = match Hmac::<Sha256>::new_from_slice(&shared.secret) {
         Ok(mac) => mac,
         Err(_) => return,
