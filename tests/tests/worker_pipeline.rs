@@ -78,7 +78,8 @@ async fn a_nul_in_one_payload_harms_none_of_its_batch_mates_and_is_stored_too() 
         let body = format!(r#"{{"action":"opened","issue":{{"id":{n},"title":"bug {n}"}}}}"#);
         ids.push(post_github(&ingress, &clean, "issues", &body).await);
     }
-    let nul_body = r#"{"action":"opened","issue":{"id":99,"title":"a\u0000b","labels":{"k\u0000":"v"}}}"#;
+    let nul_body =
+        r#"{"action":"opened","issue":{"id":99,"title":"a\u0000b","labels":{"k\u0000":"v"}}}"#;
     let nul_id = post_github(&ingress, &odd, "issues", nul_body).await;
     let worker = env.worker().await;
 
@@ -213,7 +214,11 @@ routing_key = "{provider}.{module}.{event_type}"
     let m = worker.metrics().await;
     assert_eq!(sum(&m, "hookline_worker_retries_total", &[]), 0.0, "{m}");
     eventually("11 attempts recorded", WAIT, || {
-        count_is(&env, "select count(*) from attempts where handler = 'bus'", 11)
+        count_is(
+            &env,
+            "select count(*) from attempts where handler = 'bus'",
+            11,
+        )
     })
     .await;
     let destination: String = env
@@ -237,12 +242,11 @@ async fn module_labels_stay_bounded_whatever_providers_send() {
     // X-GitHub-Event is not signed: anyone with one captured request can vary it.
     for chunk in (0..200).collect::<Vec<u32>>().chunks(20) {
         futures::future::join_all(chunk.iter().map(|n| {
-            post_github(
-                &ingress,
-                &source,
-                &format!("made-up-{n}"),
-                r#"{"zen":"x","hook_id":1}"#,
-            )
+            let (ingress, source) = (&ingress, &source);
+            async move {
+                let event = format!("made-up-{n}");
+                post_github(ingress, source, &event, r#"{"zen":"x","hook_id":1}"#).await
+            }
         }))
         .await;
     }
@@ -306,7 +310,11 @@ async fn a_database_outage_pauses_the_worker_and_costs_no_event_anything() {
             WAIT,
         )
         .await;
-    assert_eq!(env.queue_len(PARKED).await, 0, "nothing parked during the outage");
+    assert_eq!(
+        env.queue_len(PARKED).await,
+        0,
+        "nothing parked during the outage"
+    );
 
     proxy.restore();
     eventually("all 200 stored", Duration::from_secs(60), || {
@@ -344,7 +352,13 @@ async fn destinations_are_never_reached_through_an_ambient_proxy() {
             drop(sock);
         }
     });
-    for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"] {
+    for var in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+    ] {
         env.set(var, &proxy);
     }
     env.set("NO_PROXY", "");
@@ -478,7 +492,11 @@ retry = {{ max_attempts = 5, schedule = ["200ms"] }}
         Some("expired"),
         "the first death was the wait queue's"
     );
-    assert_eq!(row.get::<_, String>(1), "delivery_limit", "the last one wins");
+    assert_eq!(
+        row.get::<_, String>(1),
+        "delivery_limit",
+        "the last one wins"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,7 +570,10 @@ retry = {{ max_attempts = 5, schedule = ["200ms"] }}
         destination.starts_with("http://127.0.0.1:") && !destination.contains("hush"),
         "{destination}"
     );
-    assert_eq!(dest_row.get::<_, Option<String>>(5).as_deref(), Some("status"));
+    assert_eq!(
+        dest_row.get::<_, Option<String>>(5).as_deref(),
+        Some("status")
+    );
     assert_eq!(dest_row.get::<_, String>(6), "acme");
     assert_eq!(dest_row.get::<_, String>(7), source);
     assert!(dest_row.get::<_, bool>(8));

@@ -14,9 +14,9 @@ use hookline_shared::source::SourceRepo;
 use hookline_shared::topology::Topology;
 use tokio_util::sync::CancellationToken;
 
+use crate::gate::DbGate;
 use crate::handlers::Handlers;
 use crate::routes::Routes;
-use crate::gate::DbGate;
 use crate::runner::{self, Ctx, Policy};
 
 pub struct Worker {

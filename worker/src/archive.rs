@@ -221,7 +221,10 @@ mod tests {
 
     fn death(reason: &str) -> AMQPValue {
         let mut t = FieldTable::default();
-        t.insert("reason".into(), AMQPValue::LongString(LongString::from(reason)));
+        t.insert(
+            "reason".into(),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
         t.insert("queue".into(), AMQPValue::LongString(LongString::from("q")));
         AMQPValue::FieldTable(t)
     }
@@ -264,7 +267,10 @@ mod tests {
         ]);
         assert_eq!(last_death_reason(&p).as_deref(), Some("delivery_limit"));
         // Only the first is known.
-        let p = props(&[("x-first-death-reason", AMQPValue::LongString("maxlen".into()))]);
+        let p = props(&[(
+            "x-first-death-reason",
+            AMQPValue::LongString("maxlen".into()),
+        )]);
         assert_eq!(last_death_reason(&p).as_deref(), Some("maxlen"));
         assert_eq!(last_death_reason(&props(&[])), None);
     }

@@ -249,7 +249,10 @@ impl Item {
 pub enum Action {
     Ack,
     /// Republish to the wait queue `rung` (expiring no sooner than `not_before`), then ack.
-    Retry { rung: Duration, not_before: Instant },
+    Retry {
+        rung: Duration,
+        not_before: Instant,
+    },
     /// Publish to the dead-letter exchange, then ack.
     DeadLetter(DeadLetter),
     /// Give the message back untouched (the worker is stopping while the database is away, or a
@@ -762,7 +765,10 @@ mod tests {
             rung_for(&rungs, &rungs, 1, Some(Duration::from_secs(7))),
             Duration::from_secs(30)
         );
-        assert_eq!(rung_for(&rungs, &secs(&[5]), 1, None), Duration::from_secs(5));
+        assert_eq!(
+            rung_for(&rungs, &secs(&[5]), 1, None),
+            Duration::from_secs(5)
+        );
     }
 
     fn policy() -> Policy {

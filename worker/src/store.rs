@@ -21,8 +21,8 @@ use diesel::sql_types::{
     Array, Bytea, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use hookline_shared::db::batch::{ErrorClass, RetryPolicy, isolate};
 use hookline_shared::db::DbError;
+use hookline_shared::db::batch::{ErrorClass, RetryPolicy, isolate};
 use hookline_shared::envelope::H_PROVIDER_HEADER_PREFIX;
 use serde_json::Value;
 use uuid::Uuid;
@@ -61,8 +61,9 @@ where
         for (&i, r) in todo.iter().zip(results) {
             match r {
                 Ok(o) => out[i] = Some(Stored::Ok(o)),
-                Err(e) if matches!(e.class(), ErrorClass::Unavailable | ErrorClass::Contention)
-                    && !e.is_permanent() =>
+                Err(e)
+                    if matches!(e.class(), ErrorClass::Unavailable | ErrorClass::Contention)
+                        && !e.is_permanent() =>
                 {
                     again.push(i);
                     cause = Some(e);
@@ -179,7 +180,9 @@ impl EventRow {
                 {
                     headers.insert(
                         nul_free(name).into_owned(),
-                        Value::String(nul_free(&String::from_utf8_lossy(s.as_bytes())).into_owned()),
+                        Value::String(
+                            nul_free(&String::from_utf8_lossy(s.as_bytes())).into_owned(),
+                        ),
                     );
                 }
             }
@@ -261,8 +264,9 @@ pub async fn store_events(gate: &DbGate, handler: &str, jobs: &[Job<'_>]) -> Vec
                 note: format!("the database refuses this event as it is: {e}"),
             })
             .class("data"),
-            Stored::Failed(e) => Report::new(Outcome::retry(format!("store: {e}")))
-                .class(e.class_label()),
+            Stored::Failed(e) => {
+                Report::new(Outcome::retry(format!("store: {e}"))).class(e.class_label())
+            }
             Stored::Abandoned => Report::new(Outcome::Abandoned).class("unavailable"),
         })
         .collect()
@@ -521,7 +525,8 @@ mod tests {
 
     #[test]
     fn nul_becomes_the_replacement_character_everywhere() {
-        let v: Value = serde_json::from_str(r#"{"a\u0000":["x\u0000y",1,{"b":"\u0000"}]}"#).unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"a\u0000":["x\u0000y",1,{"b":"\u0000"}]}"#).unwrap();
         let clean = nul_free_json(&v).unwrap();
         assert_eq!(
             clean,
@@ -536,6 +541,9 @@ mod tests {
     fn excerpts_stop_on_a_character_boundary() {
         assert_eq!(excerpt("héllo", 2), "h");
         assert_eq!(excerpt("a\0b", 10), "a\u{FFFD}b");
-        assert_eq!(excerpt(&"x".repeat(2000), EXCERPT_BYTES).len(), EXCERPT_BYTES);
+        assert_eq!(
+            excerpt(&"x".repeat(2000), EXCERPT_BYTES).len(),
+            EXCERPT_BYTES
+        );
     }
 }

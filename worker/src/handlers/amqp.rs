@@ -156,7 +156,10 @@ mod tests {
         let short = shorten_segment(&long);
         assert!(short.len() <= SEGMENT_MAX, "{short}");
         assert!(short.starts_with("issues.xxx"), "{short}");
-        assert_ne!(short, shorten_segment(&format!("issues.{}", "x".repeat(299))));
+        assert_ne!(
+            short,
+            shorten_segment(&format!("issues.{}", "x".repeat(299)))
+        );
         assert_eq!(short, shorten_segment(&long), "deterministic");
         assert_eq!(shorten_segment("issues.opened"), "issues.opened");
         // Multi-byte characters are not split.
@@ -179,6 +182,9 @@ mod tests {
         let huge = "z".repeat(10_000);
         let t = "{provider}.{module}.{event_type}.{tenant}";
         assert!(routing_key(t, [&huge, &huge, &huge, &huge]).len() <= KEY_MAX);
-        assert!(lapin::types::ShortString::try_new(routing_key(t, [&huge, &huge, &huge, &huge])).is_ok());
+        assert!(
+            lapin::types::ShortString::try_new(routing_key(t, [&huge, &huge, &huge, &huge]))
+                .is_ok()
+        );
     }
 }

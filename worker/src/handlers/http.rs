@@ -183,7 +183,11 @@ impl HttpHandler {
                 "request failed: {}",
                 error_chain(&err)
             )))
-            .class(if err.is_connect() { "connect" } else { "request" }),
+            .class(if err.is_connect() {
+                "connect"
+            } else {
+                "request"
+            }),
         };
         match &report.outcome {
             Outcome::Retry { .. } => self.breaker.failure(),
@@ -226,7 +230,9 @@ async fn read_excerpt(res: &mut reqwest::Response) -> String {
     let mut buf = Vec::new();
     while buf.len() < EXCERPT_BYTES {
         match res.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk[..chunk.len().min(EXCERPT_BYTES - buf.len())]),
+            Ok(Some(chunk)) => {
+                buf.extend_from_slice(&chunk[..chunk.len().min(EXCERPT_BYTES - buf.len())])
+            }
             Ok(None) | Err(_) => break,
         }
     }
@@ -474,7 +480,12 @@ mod tests {
 
     #[test]
     fn reserved_class_e_is_refused() {
-        refused(&["240.0.0.1", "250.1.2.3", "255.255.255.254", "255.255.255.255"]);
+        refused(&[
+            "240.0.0.1",
+            "250.1.2.3",
+            "255.255.255.254",
+            "255.255.255.255",
+        ]);
         accepted(&["223.255.255.1"]);
     }
 

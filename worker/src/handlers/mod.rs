@@ -61,7 +61,10 @@ pub enum Outcome {
         reason: String,
     },
     /// Will never succeed as it is: park it.
-    DeadLetter { reason: Reason, note: String },
+    DeadLetter {
+        reason: Reason,
+        note: String,
+    },
     /// Not settled: the worker is stopping while the database is away. The message goes back to
     /// the queue untouched.
     Abandoned,
@@ -274,10 +277,7 @@ impl Handlers {
                 })
                 .collect()
         };
-        let plans = routes
-            .plans()
-            .map(resolve)
-            .collect::<Result<Vec<_>, _>>()?;
+        let plans = routes.plans().map(resolve).collect::<Result<Vec<_>, _>>()?;
         let unrouted = match routes.unrouted {
             crate::routes::Unrouted::Store => Some(resolve(&[crate::routes::STORE.to_owned()])?),
             crate::routes::Unrouted::Drop => None,
