@@ -290,7 +290,7 @@ async fn a_database_outage_pauses_the_worker_and_costs_no_event_anything() {
     proxy.sever().await;
     const N: usize = 200;
     let mut ids = Vec::new();
-    for chunk in (0..N).collect::<Vec<_>>().chunks(20) {
+    for chunk in (0..N).collect::<Vec<_>>().chunks(10) {
         let posted = futures::future::join_all(chunk.iter().map(|n| {
             let body = format!(r#"{{"action":"opened","issue":{{"id":{n}}}}}"#);
             let (ingress, source) = (&ingress, &source);
