@@ -245,7 +245,9 @@ async fn module_labels_stay_bounded_whatever_providers_send() {
             let (ingress, source) = (&ingress, &source);
             async move {
                 let event = format!("made-up-{n}");
-                post_github(ingress, source, &event, r#"{"zen":"x","hook_id":1}"#).await
+                // Distinct bodies: a replay of one body is a duplicate (its key is the hash).
+                let body = format!(r#"{{"zen":"x","hook_id":{n}}}"#);
+                post_github(ingress, source, &event, &body).await
             }
         }))
         .await;
