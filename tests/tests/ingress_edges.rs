@@ -296,7 +296,10 @@ async fn claim(env: &TestEnv, source: &str) -> Option<(String, String)> {
 
 async fn stored_rows(env: &TestEnv, id: &str) -> i64 {
     env.db
-        .query_one("select count(*) from events where id = $1::text::uuid", &[&id])
+        .query_one(
+            "select count(*) from events where id = $1::text::uuid",
+            &[&id],
+        )
         .await
         .expect("count")
         .get(0)
