@@ -520,6 +520,155 @@ async fn mark_batch(pool: &PgPool, batch: Vec<MarkRequest>) {
 mod tests {
     use super::*;
 
+    /// A fresh, migrated database on the shared PostgreSQL (real, never a mock), dropped at the
+    /// end of the test.
+    struct TestDb {
+        name: String,
+        url: String,
+    }
+
+    const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    impl TestDb {
+        async fn new() -> Self {
+            use diesel_async::AsyncConnection;
+            let name = format!("hl_u_{:016x}", rand::random::<u64>());
+            let mut admin = diesel_async::AsyncPgConnection::establish(ADMIN_URL)
+                .await
+                .expect("PostgreSQL at 127.0.0.1:5432");
+            diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut admin)
+                .await
+                .expect("create database");
+            let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+            crate::db::migrate(&url).await.expect("migrate");
+            Self { name, url }
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let name = self.name.clone();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    use diesel_async::AsyncConnection;
+                    if let Ok(mut admin) =
+                        diesel_async::AsyncPgConnection::establish(ADMIN_URL).await
+                    {
+                        let _ = diesel::sql_query(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .execute(&mut admin)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    fn store(db: &TestDb, stale_after: Duration) -> ClaimStore {
+        let pool = crate::db::pool(&db.url, 8).expect("pool");
+        ClaimStore::start(
+            pool,
+            Duration::from_millis(5),
+            stale_after,
+            Arc::new(|_, _| {}),
+        )
+    }
+
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    /// The safety net behind `DedupKey::parse`: a key the database refuses (here a NUL, which
+    /// `parse` would have refused first) fails alone, permanently; its batch-mates are claimed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_the_database_refuses_fails_alone() {
+        let db = TestDb::new().await;
+        let claims = store(&db, Duration::from_secs(2));
+        let src = source();
+        let bad = DedupKey("bad\0key".to_owned());
+        let good: Vec<DedupKey> = (0..40)
+            .map(|i| DedupKey::parse(&format!("good-{i}")).unwrap())
+            .collect();
+        let (bad_result, good_results) = futures::join!(
+            claims.claim(&src, &bad, bad.event_id(&src), WEEK),
+            futures::future::join_all(
+                good.iter()
+                    .map(|k| claims.claim(&src, k, k.event_id(&src), WEEK))
+            ),
+        );
+        let e = bad_result.expect_err("NUL is refused");
+        assert!(e.is_permanent(), "{e}");
+        for r in good_results {
+            assert_eq!(r.expect("claimed"), Claim::Won);
+        }
+    }
+
+    /// Issue 10 #3: claims and marks of the same keys from two replicas, in opposite orders, all
+    /// at once. They lock rows in one order, so none fails (a deadlock would surface after
+    /// `isolate`'s retries), and every mark lands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_and_marks_in_opposite_orders_never_deadlock() {
+        let db = TestDb::new().await;
+        let a = store(&db, Duration::ZERO);
+        let b = store(&db, Duration::ZERO);
+        let src = source();
+        let keys: Vec<DedupKey> = (0..300)
+            .map(|i| DedupKey::parse(&format!("k-{i:04}")).unwrap())
+            .collect();
+        for round in 0..5 {
+            let forward = futures::future::join_all(keys.iter().map(|k| async {
+                a.claim(&src, k, k.event_id(&src), WEEK).await?;
+                a.mark_published(&src, k, k.event_id(&src), WEEK).await
+            }));
+            let backward = futures::future::join_all(keys.iter().rev().map(|k| async {
+                b.mark_published(&src, k, k.event_id(&src), WEEK).await?;
+                b.claim(&src, k, k.event_id(&src), WEEK).await.map(|_| ())
+            }));
+            let (f, r) = futures::join!(forward, backward);
+            for result in f.into_iter().chain(r) {
+                result.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
+        for k in &keys {
+            let again = a.claim(&src, k, k.event_id(&src), WEEK).await.unwrap();
+            assert_eq!(
+                again,
+                Claim::Duplicate {
+                    event_id: k.event_id(&src)
+                }
+            );
+        }
+    }
+
+    /// A pending claim is taken over once stale, under the same id; a published one is a
+    /// duplicate; a mark after a release still leaves the row published.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_pending_claims_are_taken_over_and_marks_upsert() {
+        let db = TestDb::new().await;
+        let claims = store(&db, Duration::from_millis(300));
+        let src = source();
+        let k = DedupKey::parse("delivery-1").unwrap();
+        let id = k.event_id(&src);
+        assert_eq!(claims.claim(&src, &k, id, WEEK).await.unwrap(), Claim::Won);
+        assert_eq!(
+            claims.claim(&src, &k, id, WEEK).await.unwrap(),
+            Claim::InFlight
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(claims.claim(&src, &k, id, WEEK).await.unwrap(), Claim::Won);
+        claims.release(&src, &k, id).await.unwrap();
+        claims.mark_published(&src, &k, id, WEEK).await.unwrap();
+        assert_eq!(
+            claims.claim(&src, &k, id, WEEK).await.unwrap(),
+            Claim::Duplicate { event_id: id }
+        );
+    }
+
     fn source() -> SourceId {
         SourceId::parse("src").unwrap()
     }
