@@ -67,9 +67,26 @@ impl Answer {
     }
 }
 
+/// One client for every [`post`]: building a `reqwest::Client` loads the TLS root store, which
+/// costs enough CPU that 300 concurrent posts, each building its own on a loaded machine, held
+/// connections open without a request for longer than the server's 5 s request-head timeout
+/// (answered `408`, which the client reports as an unexpected message). Connections are not
+/// pooled, so every post is still a fresh connection, as a provider's would be.
+fn client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("HTTP client")
+        })
+        .clone()
+}
+
 /// Posts `body` with `headers`.
 pub async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Answer {
-    let client = reqwest::Client::new();
+    let client = client();
     let mut req = client.post(url).body(body.to_vec());
     for (k, v) in headers {
         req = req.header(k, v);
@@ -77,7 +94,7 @@ pub async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Answe
     let res = req
         .send()
         .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        .unwrap_or_else(|e| panic!("POST {url}: {e:?}"));
     Answer {
         status: res.status().as_u16(),
         headers: res.headers().clone(),
