@@ -596,10 +596,12 @@ mod tests {
             .collect();
         let (bad_result, good_results) = futures::join!(
             claims.claim(&src, &bad, bad.event_id(&src), WEEK),
-            futures::future::join_all(
-                good.iter()
-                    .map(|k| claims.claim(&src, k, k.event_id(&src), WEEK))
-            ),
+            futures::future::join_all(good.iter().map(|k| claims.claim(
+                &src,
+                k,
+                k.event_id(&src),
+                WEEK
+            ))),
         );
         let e = bad_result.expect_err("NUL is refused");
         assert!(e.is_permanent(), "{e}");
