@@ -9,7 +9,9 @@
 //! - [`Destination`]: a scriptable HTTP receiver for the worker's `http` handler.
 //! - [`TcpProxy`]: sits between hookline and RabbitMQ so a test can cut the broker off.
 //! - [`eventually`]: polls a condition until a deadline.
+//! - [`chaos`]: the crash/fault suite: its own broker cluster and database, crashed under load.
 
+pub mod chaos;
 pub mod dest;
 pub mod env;
 pub mod proc;

@@ -11,8 +11,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Where `cargo build --workspace --bins` put the binaries: beside this test executable's
-/// `deps` directory.
+/// `deps` directory, or in `HOOKLINE_BIN_DIR` (`make chaos` runs release binaries from a debug
+/// test).
 pub fn bin_path(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("HOOKLINE_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().expect("current test executable");
     let dir = exe
         .parent()
@@ -121,6 +125,11 @@ impl Proc {
                 .unwrap_or_else(|| panic!("{} start line has no {field}: {line}", self.name))
         };
         (get("addr"), get(other))
+    }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,5 +1,7 @@
 //! A TCP proxy between hookline and RabbitMQ: `sever` drops every connection through it and
 //! refuses new ones (the broker is gone, for this test only); `restore` lets them through again.
+//! With several targets ([`TcpProxy::start_any`]) it is also the load balancer in front of a
+//! broker cluster: each connection goes to the next target that accepts, as HAProxy would.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,11 +19,17 @@ pub struct TcpProxy {
 
 impl TcpProxy {
     pub async fn start(target: &str) -> Self {
+        Self::start_any(vec![target.to_owned()]).await
+    }
+
+    /// Spreads connections over `targets` round robin, skipping those that refuse.
+    pub async fn start_any(targets: Vec<String>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("local addr").port();
         let up = Arc::new(AtomicBool::new(true));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let target = target.to_owned();
+        let targets = Arc::new(targets);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accept = tokio::spawn({
             let (up, conns) = (up.clone(), conns.clone());
             async move {
@@ -30,14 +38,22 @@ impl TcpProxy {
                         drop(inbound);
                         continue;
                     }
-                    let target = target.clone();
+                    let (targets, next) = (targets.clone(), next.clone());
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        let first = next.fetch_add(1, Ordering::Relaxed);
+                        for i in 0..targets.len() {
+                            let target = &targets[(first + i) % targets.len()];
+                            if let Ok(mut outbound) = TcpStream::connect(target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                                    .await;
+                                return;
+                            }
                         }
                     });
-                    conns.lock().await.push(task);
+                    let mut conns = conns.lock().await;
+                    // Forget finished connections so a long run does not pile up handles.
+                    conns.retain(|t| !t.is_finished());
+                    conns.push(task);
                 }
             }
         });

@@ -6,6 +6,10 @@
 //! - `raw-publish`: the ceiling: persistent publishes of the same size with confirms, straight
 //!   to a quorum queue of the same broker.
 //! - `raw-consume`: the worker's ceiling: consume-and-ack of a pre-filled quorum queue.
+//! - `chaos`: plays providers through faults (`make chaos`, `tests/tests/chaos.rs`): new
+//!   deliveries at a fixed rate, a share re-sent later, every 503/5xx/connection error retried
+//!   with backoff until accepted or a deadline; records every request and every delivery's
+//!   outcome for the suite to check against the database.
 //!
 //! Each prints a human line and a final JSON line with every figure.
 
@@ -64,6 +68,8 @@ enum Command {
         #[arg(long)]
         accepted: Option<u64>,
     },
+    /// Providers through faults: writes `requests.csv` and `deliveries.jsonl` into `--out`.
+    Chaos(hookline_tests::chaos::provider::Args),
     /// Confirmed persistent publishes to a throwaway quorum queue.
     RawPublish {
         #[arg(long)]
@@ -118,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Chaos(args) => hookline_tests::chaos::provider::run(args).await,
         Command::RawPublish {
             amqp_url,
             duration,
@@ -164,7 +171,10 @@ struct Delivery {
 }
 
 fn make_delivery(secret: &[u8], n: u64, size: usize) -> Delivery {
-    let id = uuid::Uuid::now_v7().to_string();
+    make_delivery_with_id(secret, uuid::Uuid::now_v7().to_string(), n, size)
+}
+
+fn make_delivery_with_id(secret: &[u8], id: String, n: u64, size: usize) -> Delivery {
     let mut body = format!(
         r#"{{"action":"opened","issue":{{"id":{n},"number":{n},"title":"load test {n}","body":""#
     );
