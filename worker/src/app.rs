@@ -14,15 +14,18 @@ use hookline_shared::source::SourceRepo;
 use hookline_shared::topology::Topology;
 use tokio_util::sync::CancellationToken;
 
+use crate::gate::DbGate;
 use crate::handlers::Handlers;
 use crate::routes::Routes;
-use crate::runner::{self, Ctx};
+use crate::runner::{self, Ctx, Policy};
 
 pub struct Worker {
     ctx: Arc<Ctx>,
     server: actix_web::dev::Server,
     addr: std::net::SocketAddr,
     shutdown: CancellationToken,
+    /// Stops the consumer and the archiver first (and any wait for the database).
+    consumer_stop: CancellationToken,
 }
 
 impl Worker {
@@ -73,15 +76,27 @@ impl Worker {
             shutdown.clone(),
         );
         let handlers = Handlers::build(&routes, &broker, &metrics)?;
+        let consumer_stop = CancellationToken::new();
+        let policy = Policy {
+            rungs,
+            default_schedule: settings.retry_schedule.clone(),
+            retry: handlers.retry_specs(),
+        };
         let ctx = Arc::new(Ctx {
             sources: SourceRepo::new(pool.clone(), key),
+            gate: DbGate::new(pool.clone(), consumer_stop.clone()),
             pool,
             broker,
+            known_modules: routes.known_modules(),
             routes,
             handlers,
             metrics,
-            rungs,
-            default_schedule: settings.retry_schedule.clone(),
+            policy,
+            worker_name: format!(
+                "{}:{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
+                std::process::id()
+            ),
             batch_size: settings.worker_batch_size,
             batch_wait: settings.worker_batch_wait,
             batches_in_flight: settings.worker_batches_in_flight,
@@ -119,6 +134,7 @@ impl Worker {
             server,
             addr,
             shutdown,
+            consumer_stop,
         })
     }
 
@@ -130,7 +146,7 @@ impl Worker {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
-        let consumer_stop = CancellationToken::new();
+        let consumer_stop = self.consumer_stop;
         let archiver = tokio::spawn(crate::archive::run(self.ctx.clone(), consumer_stop.clone()));
         let consumer = tokio::spawn(runner::run(self.ctx.clone(), consumer_stop.clone()));
         shutdown_signal().await;
@@ -168,11 +184,14 @@ async fn shutdown_signal() {
     }
 }
 
+/// Ready when the broker is connected and the database answers; not while the worker is paused
+/// for a database outage (it takes no work then).
 async fn readyz(ctx: web::Data<Ctx>) -> HttpResponse {
     let broker = ctx.broker.is_ready();
-    let database = tokio::time::timeout(Duration::from_secs(2), db::ping(&ctx.pool))
-        .await
-        .is_ok_and(|r| r.is_ok());
+    let database = !ctx.gate.is_down()
+        && tokio::time::timeout(Duration::from_secs(2), db::ping(&ctx.pool))
+            .await
+            .is_ok_and(|r| r.is_ok());
     let body = serde_json::json!({
         "status": if broker && database { "ready" } else { "not_ready" },
         "broker": if broker { "ok" } else { "down" },

@@ -6,11 +6,13 @@
 //! - [`routes`]: the routes file and its wildcard matching.
 //! - [`handlers`]: store, http, amqp, log.
 //! - [`archive`]: dead letters from the parking queue into PostgreSQL.
-//! - [`store`]: the worker's SQL.
+//! - [`store`]: the worker's SQL, every batch through `isolate`.
+//! - [`gate`]: pauses the worker while the database is unavailable.
 
 pub mod app;
 pub mod archive;
 pub mod cli;
+pub mod gate;
 pub mod handlers;
 pub mod routes;
 pub mod runner;

@@ -264,17 +264,30 @@ impl Routes {
         })
     }
 
-    /// The handlers for `event`, in order; `None` when no route matches.
-    pub fn route(&self, event: &NormalizedEvent) -> Option<&[String]> {
+    /// The index of the first route matching `event` (see [`Routes::plans`]); `None` when no
+    /// route matches.
+    pub fn route_index(&self, event: &NormalizedEvent) -> Option<usize> {
+        self.routes.iter().position(|r| {
+            glob(&r.source, &event.source_id)
+                && glob(&r.provider, event.provider.as_str())
+                && glob(&r.module, &event.module)
+                && glob(&r.event_type, &event.event_type)
+        })
+    }
+
+    /// Each route's handler names, in the routes' order.
+    pub fn plans(&self) -> impl Iterator<Item = &[String]> {
+        self.routes.iter().map(|r| r.handlers.as_slice())
+    }
+
+    /// The modules the routes name literally: the only `module` label values metrics use, so a
+    /// provider's unsigned data cannot create series without bound (everything else is `other`).
+    pub fn known_modules(&self) -> std::collections::HashSet<String> {
         self.routes
             .iter()
-            .find(|r| {
-                glob(&r.source, &event.source_id)
-                    && glob(&r.provider, event.provider.as_str())
-                    && glob(&r.module, &event.module)
-                    && glob(&r.event_type, &event.event_type)
-            })
-            .map(|r| r.handlers.as_slice())
+            .filter(|r| !r.module.contains('*'))
+            .map(|r| r.module.clone())
+            .collect()
     }
 
     /// Every wait-queue TTL some handler's schedule uses.

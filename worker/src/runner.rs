@@ -1,24 +1,31 @@
 //! `hookline-worker run`: a competing consumer on the work queue. Deliveries are gathered into
 //! batches (size or wait, whichever first), a bounded number of batches run at once, and each
-//! batch goes parse → route → handlers stage by stage → one broker action per message:
-//! ack (done), republish to a wait queue then ack (retry), or publish to the dead-letter exchange
-//! then ack (permanent or exhausted). A republish is confirmed before the original is acked, so
-//! nothing acknowledged is lost; a message that crashes the worker comes back and eventually
-//! reaches the dead-letter exchange through the queue's delivery limit.
+//! batch goes parse → route → handlers stage by stage → one broker action per message.
+//!
+//! Each message is an [`Item`] in one of its real states (rejected, routed with its plan,
+//! failed); [`decide`] is the one pure function that turns an item into an [`Action`] (ack,
+//! retry at a rung not before a time, dead-letter with a reason and a note, or requeue), and
+//! [`settle`] the one place that carries an action out on the broker. A republish is confirmed
+//! before the original is acked, so nothing acknowledged is lost; a message that crashes the
+//! worker comes back and eventually reaches the dead-letter exchange through the queue's
+//! delivery limit. A panic settles only the event it happened on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
-use hookline_shared::amqp::Broker;
+use hookline_shared::amqp::{Broker, PublishError};
 use hookline_shared::db::PgPool;
-use hookline_shared::envelope::H_ATTEMPT;
+use hookline_shared::envelope::{self, H_ATTEMPT};
 use hookline_shared::event::{self, NormalizedEvent, Received};
 use hookline_shared::metrics::WorkerMetrics;
 use hookline_shared::providers::{Options, ProviderKind};
 use hookline_shared::source::SourceRepo;
 use hookline_shared::topology::{DEAD_EXCHANGE, RETRY_EXCHANGE, Topology, WORK_QUEUE};
+use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -26,11 +33,14 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use rand::Rng;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::handlers::{Handlers, Outcome};
-use crate::routes::{Routes, STORE, Unrouted};
+use crate::gate::DbGate;
+use crate::handlers::{Env, HandlerId, Handlers, Job, Outcome, Plan, Reason, Report};
+use crate::routes::{RetrySpec, Routes};
+use crate::store::{self, AttemptRow, EXCERPT_BYTES, excerpt};
 
 /// Headers the worker adds to a dead-lettered message.
 pub const H_DL_REASON: &str = "hookline-dl-reason";
@@ -38,16 +48,22 @@ pub const H_DL_HANDLER: &str = "hookline-dl-handler";
 pub const H_DL_ERROR: &str = "hookline-dl-error";
 pub const H_DL_MODULE: &str = "hookline-dl-module";
 
+/// The `module` label of events whose module no route names.
+pub const OTHER_MODULE: &str = "other";
+
 pub struct Ctx {
     pub pool: PgPool,
+    pub gate: DbGate,
     pub broker: Broker,
     pub routes: Routes,
     pub handlers: Handlers,
     pub metrics: WorkerMetrics,
     pub sources: SourceRepo,
-    /// All rungs (global schedule plus route schedules), shortest first.
-    pub rungs: Vec<Duration>,
-    pub default_schedule: Vec<Duration>,
+    pub policy: Policy,
+    /// Modules the routes name: the only `module` label values (else [`OTHER_MODULE`]).
+    pub known_modules: HashSet<String>,
+    /// This process in the `attempts` table (`host:pid`).
+    pub worker_name: String,
     pub batch_size: usize,
     pub batch_wait: Duration,
     pub batches_in_flight: usize,
@@ -56,9 +72,31 @@ pub struct Ctx {
     pub options_cache: std::sync::Mutex<HashMap<String, (std::time::Instant, Options)>>,
 }
 
+impl Ctx {
+    /// `module` as a metric label: bounded by the routes, whatever providers send.
+    fn module_label<'a>(&self, module: &'a str) -> &'a str {
+        if self.known_modules.contains(module) {
+            module
+        } else {
+            OTHER_MODULE
+        }
+    }
+}
+
+/// What [`decide`] needs to know about retries.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// All rungs (global schedule plus route schedules), shortest first.
+    pub rungs: Vec<Duration>,
+    pub default_schedule: Vec<Duration>,
+    /// Each handler's retry policy, by [`HandlerId`].
+    pub retry: Vec<RetrySpec>,
+}
+
 /// Consumes until `shutdown`, reconnecting when the broker goes away. On shutdown: stop
 /// consuming, let in-flight batches finish within the drain deadline, then close the channel so
-/// the broker requeues whatever was prefetched but not handled.
+/// the broker requeues whatever was prefetched but not handled. While the database is away (the
+/// gate is closed) no new batch is taken.
 pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     let inflight = Arc::new(Semaphore::new(ctx.batches_in_flight));
     while !shutdown.is_cancelled() {
@@ -96,6 +134,11 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         };
         tracing::info!(queue = WORK_QUEUE, prefetch = ctx.prefetch, "consuming");
         'batches: loop {
+            // Paused while the database is away: what is prefetched stays with us, unacked and
+            // uncounted, until it answers.
+            if ctx.gate.is_down() && !ctx.gate.open().await {
+                break 'batches;
+            }
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break 'batches,
                 next = consumer.next() => match next {
@@ -121,22 +164,18 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                     .batch_size
                     .with_label_values(&[WORK_QUEUE])
                     .observe(batch.len() as f64);
-                let ackers: Vec<lapin::Acker> = batch.iter().map(|d| d.acker.clone()).collect();
-                if std::panic::AssertUnwindSafe(process_batch(&ctx, batch))
+                let ackers: Vec<Acker> = batch.iter().map(|d| d.acker.clone()).collect();
+                if AssertUnwindSafe(process_batch(&ctx, batch))
                     .catch_unwind()
                     .await
                     .is_err()
                 {
-                    // Hand back what was not settled; the delivery limit parks a message that
-                    // keeps doing this.
+                    // Handlers and parsers guard each event, so this is a bug in the runner
+                    // itself. Settled messages ignore a second settlement (lapin's ackers are
+                    // single-use); the rest go back.
                     tracing::error!("handling a batch panicked; requeueing its unsettled messages");
-                    for a in ackers {
-                        let _ = a
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await;
+                    for a in &ackers {
+                        requeue(a).await;
                     }
                 }
                 drop(permit);
@@ -160,238 +199,420 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     }
 }
 
-struct Item {
+/// A message's state on its way through a batch.
+#[derive(Debug)]
+pub enum Item {
+    /// Could not be read or parsed: dead-lettered without running any handler.
+    Rejected { reason: Reason, note: String },
+    /// Parsed and routed: its plan runs stage by stage. An empty plan means dropped by
+    /// `unrouted = "drop"`; once every stage is done this is also the finished state.
+    Routed {
+        received: Box<Received>,
+        event: Box<NormalizedEvent>,
+        plan: Plan,
+    },
+    /// A handler did not finish it: the first failure decides, later stages are skipped.
+    Failed {
+        received: Box<Received>,
+        event: Box<NormalizedEvent>,
+        handler: HandlerId,
+        outcome: Outcome,
+    },
+}
+
+impl Item {
+    fn event(&self) -> Option<&NormalizedEvent> {
+        match self {
+            Item::Rejected { .. } => None,
+            Item::Routed { event, .. } | Item::Failed { event, .. } => Some(event),
+        }
+    }
+
+    /// The item after `handler` failed with `outcome` (only a routed item can fail).
+    fn fail(self, handler: HandlerId, outcome: Outcome) -> Self {
+        match self {
+            Item::Routed {
+                received, event, ..
+            } => Item::Failed {
+                received,
+                event,
+                handler,
+                outcome,
+            },
+            other => other,
+        }
+    }
+}
+
+/// What the broker is told about one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Ack,
+    /// Republish to the wait queue `rung` (expiring no sooner than `not_before`), then ack.
+    Retry {
+        rung: Duration,
+        not_before: Instant,
+    },
+    /// Publish to the dead-letter exchange, then ack.
+    DeadLetter(DeadLetter),
+    /// Give the message back untouched (the worker is stopping while the database is away, or a
+    /// republish was not confirmed).
+    Requeue,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub reason: Reason,
+    pub handler: Option<HandlerId>,
+    pub note: String,
+}
+
+/// The one decision: what happens to `item`, on its `attempt` (1-based), at `now`. Pure.
+pub fn decide(item: &Item, attempt: u32, policy: &Policy, now: Instant) -> Action {
+    let (handler, outcome) = match item {
+        Item::Rejected { reason, note } => {
+            return Action::DeadLetter(DeadLetter {
+                reason: *reason,
+                handler: None,
+                note: note.clone(),
+            });
+        }
+        Item::Routed { .. } => return Action::Ack,
+        Item::Failed {
+            handler, outcome, ..
+        } => (*handler, outcome),
+    };
+    match outcome {
+        Outcome::Done => Action::Ack,
+        Outcome::Abandoned => Action::Requeue,
+        Outcome::DeadLetter { reason, note } => Action::DeadLetter(DeadLetter {
+            reason: *reason,
+            handler: Some(handler),
+            note: note.clone(),
+        }),
+        Outcome::Retry { after, reason } => {
+            let spec = policy.retry.get(handler.0).cloned().unwrap_or_default();
+            if attempt >= spec.max_attempts {
+                return Action::DeadLetter(DeadLetter {
+                    reason: Reason::RetriesExhausted,
+                    handler: Some(handler),
+                    note: reason.clone(),
+                });
+            }
+            let schedule = spec.schedule.as_deref().unwrap_or(&policy.default_schedule);
+            Action::Retry {
+                rung: rung_for(&policy.rungs, schedule, attempt, *after),
+                not_before: now + after.unwrap_or_default(),
+            }
+        }
+    }
+}
+
+/// One message of a batch.
+struct Slot {
     delivery: Delivery,
-    received: Option<Received>,
-    event: Option<NormalizedEvent>,
-    handlers: Vec<String>,
-    /// First handler failure: decides the broker action.
-    failure: Option<(String, Outcome)>,
-    /// A permanent problem before any handler ran (bad envelope, unparseable payload).
-    rejected: Option<(&'static str, String)>,
+    /// This attempt's number, 1-based.
+    attempt: u32,
+    item: Item,
+}
+
+impl Slot {
+    fn job(&self) -> Option<Job<'_>> {
+        match &self.item {
+            Item::Routed {
+                received, event, ..
+            } => Some(Job {
+                event,
+                received,
+                body: &self.delivery.data,
+            }),
+            _ => None,
+        }
+    }
+}
+
+async fn parse_and_route(ctx: &Ctx, delivery: Delivery) -> Slot {
+    let attempt = envelope::header(&delivery.properties, H_ATTEMPT)
+        .and_then(|a| a.parse::<u32>().ok())
+        .unwrap_or(0)
+        .saturating_add(1);
+    let item = match Received::from_properties(&delivery.properties) {
+        Err(e) => Item::Rejected {
+            reason: reason_of(&e),
+            note: e.to_string(),
+        },
+        Ok(received) => {
+            let options = source_options(ctx, &received).await;
+            let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                event::normalize(&received, &delivery.data, &options)
+            }));
+            match parsed {
+                Err(_) => Item::Rejected {
+                    reason: Reason::Panic,
+                    note: "the parser panicked on this payload".into(),
+                },
+                Ok(Err(e)) => Item::Rejected {
+                    reason: reason_of(&e),
+                    note: e.to_string(),
+                },
+                Ok(Ok(event)) => {
+                    let plan = route(ctx, &event);
+                    Item::Routed {
+                        received: Box::new(received),
+                        event: Box::new(event),
+                        plan,
+                    }
+                }
+            }
+        }
+    };
+    Slot {
+        delivery,
+        attempt,
+        item,
+    }
+}
+
+fn reason_of(e: &event::ParseError) -> Reason {
+    match e.reason() {
+        "bad_envelope" => Reason::BadEnvelope,
+        _ => Reason::Unparseable,
+    }
+}
+
+fn route(ctx: &Ctx, event: &NormalizedEvent) -> Plan {
+    if let Some(plan) = ctx
+        .routes
+        .route_index(event)
+        .and_then(|i| ctx.handlers.plan(i))
+    {
+        return plan.clone();
+    }
+    let module = ctx.module_label(&event.module);
+    match ctx.handlers.unrouted() {
+        Some(plan) => {
+            ctx.metrics
+                .unrouted
+                .with_label_values(&[module, "stored"])
+                .inc();
+            plan.clone()
+        }
+        None => {
+            ctx.metrics
+                .unrouted
+                .with_label_values(&[module, "dropped"])
+                .inc();
+            Plan::from([])
+        }
+    }
 }
 
 async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
-    let mut items = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        let mut item = Item {
-            delivery,
-            received: None,
-            event: None,
-            handlers: Vec::new(),
-            failure: None,
-            rejected: None,
-        };
-        match Received::from_properties(&item.delivery.properties) {
-            Err(e) => item.rejected = Some((e.reason(), e.to_string())),
-            Ok(r) => {
-                let options = source_options(ctx, &r).await;
-                match event::normalize(&r, &item.delivery.data, &options) {
-                    Ok(ev) => item.event = Some(ev),
-                    Err(e) => item.rejected = Some((e.reason(), e.to_string())),
-                }
-                item.received = Some(r);
-            }
-        }
-        if let Some(ev) = &item.event {
-            match ctx.routes.route(ev) {
-                Some(h) => item.handlers = h.to_vec(),
-                None => match ctx.routes.unrouted {
-                    Unrouted::Store => {
-                        ctx.metrics
-                            .unrouted
-                            .with_label_values(&[&ev.module, "stored"])
-                            .inc();
-                        item.handlers = vec![STORE.to_owned()];
-                    }
-                    Unrouted::Drop => {
-                        ctx.metrics
-                            .unrouted
-                            .with_label_values(&[&ev.module, "dropped"])
-                            .inc();
-                    }
-                },
-            }
-        }
-        items.push(item);
+    let mut slots = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        slots.push(parse_and_route(ctx, d).await);
     }
 
     // Skip handlers that already succeeded for a redelivered event.
-    let ids: Vec<Uuid> = items
+    let routed: Vec<(usize, Uuid)> = slots
         .iter()
-        .filter_map(|i| i.event.as_ref().map(|e| e.id.0))
+        .enumerate()
+        .filter_map(|(i, s)| s.job().map(|j| (i, j.event.id.0)))
         .collect();
-    let done: HashSet<(Uuid, String)> = match crate::store::processed(&ctx.pool, &ids).await {
-        Ok(rows) => rows.into_iter().collect(),
-        Err(e) => {
-            // Without it we cannot tell what already ran: hand the whole batch back.
-            tracing::warn!(error = %e, "cannot read processed markers; requeueing batch");
-            for item in items {
-                let _ = item
-                    .delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
-            }
-            return;
+    let ids: Vec<Uuid> = routed.iter().map(|(_, id)| *id).collect();
+    let Some(markers) = store::processed(&ctx.gate, &ids).await else {
+        // Stopping while the database is away: give everything back untouched.
+        for s in &slots {
+            requeue(&s.delivery.acker).await;
         }
+        return;
     };
+    let mut done: Vec<HashSet<String>> = vec![HashSet::new(); slots.len()];
+    for ((i, _), handlers) in routed.iter().zip(markers) {
+        done[*i] = handlers.into_iter().collect();
+    }
 
-    let stages = items.iter().map(|i| i.handlers.len()).max().unwrap_or(0);
+    let env = Env { gate: &ctx.gate };
+    let mut attempts = Vec::new();
+    let stages = slots
+        .iter()
+        .filter_map(|s| match &s.item {
+            Item::Routed { plan, .. } => Some(plan.len()),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
     for stage in 0..stages {
-        let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
-        for (idx, item) in items.iter().enumerate() {
-            let (Some(ev), None) = (&item.event, &item.failure) else {
+        let mut groups: BTreeMap<HandlerId, Vec<usize>> = BTreeMap::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let Item::Routed { event, plan, .. } = &slot.item else {
                 continue;
             };
-            let Some(h) = item.handlers.get(stage) else {
+            let Some(&h) = plan.get(stage) else {
                 continue;
             };
-            if done.contains(&(ev.id.0, h.clone())) {
+            let name = &ctx.handlers.get(h).name;
+            if done[i].contains(name) {
                 ctx.metrics
                     .events
-                    .with_label_values(&[&ev.module, h, "skipped"])
+                    .with_label_values(&[ctx.module_label(&event.module), name, "skipped"])
                     .inc();
                 continue;
             }
-            groups.entry(h.clone()).or_default().push(idx);
+            groups.entry(h).or_default().push(i);
         }
-        let items_ref = &items;
-        let runs = groups.into_iter().map(|(name, idxs)| {
-            let events: Vec<&NormalizedEvent> = idxs
-                .iter()
-                .filter_map(|&i| items_ref[i].event.as_ref())
-                .collect();
-            async move {
-                let name = name.as_str();
-                let timer = ctx
-                    .metrics
-                    .handler_seconds
-                    .with_label_values(&[name])
-                    .start_timer();
-                let outcomes = ctx.handlers.run(name, &events, &ctx.pool).await;
-                timer.observe_duration();
-                let ok: Vec<Uuid> = events
-                    .iter()
-                    .zip(&outcomes)
-                    .filter(|(_, o)| **o == Outcome::Done)
-                    .map(|(e, _)| e.id.0)
-                    .collect();
-                let marks_itself = ctx.handlers.get(name).is_some_and(|h| h.marks_itself());
-                let mut outcomes = outcomes;
-                if !marks_itself
-                    && let Err(e) = crate::store::mark_processed(&ctx.pool, name, &ok).await
-                {
-                    // The effect happened but is not recorded: a retry may repeat it, which
-                    // beats losing the event. Retry so the marker gets written.
-                    for o in outcomes.iter_mut().filter(|o| **o == Outcome::Done) {
-                        *o = Outcome::retry(format!("recording success: {e}"));
+        let started_at = Utc::now();
+        let slots_ref = &slots;
+        let env = &env;
+        let runs = groups.into_iter().map(|(h, idxs)| async move {
+            let jobs: Vec<Job<'_>> = idxs.iter().filter_map(|&i| slots_ref[i].job()).collect();
+            let handler = ctx.handlers.get(h);
+            let timer = ctx
+                .metrics
+                .handler_seconds
+                .with_label_values(&[&handler.name])
+                .start_timer();
+            let mut reports = ctx.handlers.run(h, &jobs, env).await;
+            timer.observe_duration();
+            if !handler.marks_itself() {
+                record_success(ctx, &handler.name, &jobs, &mut reports).await;
+            }
+            (h, idxs, reports)
+        });
+        let results = futures::future::join_all(runs).await;
+        for (h, idxs, reports) in results {
+            let name = &ctx.handlers.get(h).name;
+            for (i, report) in idxs.into_iter().zip(reports) {
+                let slot = &mut slots[i];
+                if let Some(event) = slot.item.event() {
+                    ctx.metrics
+                        .events
+                        .with_label_values(&[
+                            ctx.module_label(&event.module),
+                            name,
+                            report.outcome.label(),
+                        ])
+                        .inc();
+                    if let Some(row) =
+                        attempt_row(ctx, event, slot.attempt, name, &report, started_at)
+                    {
+                        attempts.push(row);
                     }
                 }
-                (name.to_owned(), idxs, outcomes)
-            }
-        });
-        let results: Vec<(String, Vec<usize>, Vec<Outcome>)> =
-            futures::future::join_all(runs).await;
-        for (name, idxs, outcomes) in results {
-            for (idx, outcome) in idxs.into_iter().zip(outcomes) {
-                let item = &mut items[idx];
-                let module = item.event.as_ref().map(|e| e.module.as_str()).unwrap_or("");
-                ctx.metrics
-                    .events
-                    .with_label_values(&[module, &name, outcome.label()])
-                    .inc();
-                if outcome != Outcome::Done {
-                    item.failure = Some((name.clone(), outcome));
+                if report.outcome != Outcome::Done {
+                    let item = std::mem::replace(
+                        &mut slot.item,
+                        Item::Rejected {
+                            reason: Reason::Panic,
+                            note: String::new(),
+                        },
+                    );
+                    slot.item = item.fail(h, report.outcome);
                 }
             }
         }
     }
 
-    futures::future::join_all(items.into_iter().map(|item| settle(ctx, item))).await;
+    store::record_attempts(&ctx.gate, &attempts).await;
+    let now = Instant::now();
+    futures::future::join_all(slots.into_iter().map(|slot| {
+        let action = decide(&slot.item, slot.attempt, &ctx.policy, now);
+        settle(ctx, slot, action)
+    }))
+    .await;
 }
 
-/// The one place that maps outcomes to broker actions.
-async fn settle(ctx: &Ctx, item: Item) {
-    let attempt = item.received.as_ref().map_or(0, |r| r.attempt) + 1;
-    let module = item.event.as_ref().map(|e| e.module.clone());
-    let action = if let Some((reason, error)) = &item.rejected {
-        dead_letter(
-            ctx,
-            &item.delivery,
-            reason,
-            None,
-            error,
-            attempt,
-            module.as_deref(),
-        )
-        .await
-    } else {
-        match &item.failure {
-            None => Ok(()),
-            Some((handler, Outcome::DeadLetter { reason })) => {
-                dead_letter(
-                    ctx,
-                    &item.delivery,
-                    "permanent_failure",
-                    Some(handler),
-                    reason,
-                    attempt,
-                    module.as_deref(),
-                )
-                .await
+/// Writes the processed markers of the jobs a handler finished. The effect happened but, if its
+/// marker cannot be written, a retry may repeat it — which beats losing the event.
+async fn record_success(ctx: &Ctx, handler: &str, jobs: &[Job<'_>], reports: &mut [Report]) {
+    let ok: Vec<usize> = (0..jobs.len())
+        .filter(|&i| reports[i].outcome == Outcome::Done)
+        .collect();
+    if ok.is_empty() {
+        return;
+    }
+    let ids: Vec<Uuid> = ok.iter().map(|&i| jobs[i].event.id.0).collect();
+    let marks = store::mark_processed(&ctx.gate, handler, &ids).await;
+    for (&i, mark) in ok.iter().zip(marks) {
+        match mark {
+            store::Stored::Ok(()) => {}
+            store::Stored::Failed(e) => {
+                reports[i].outcome = Outcome::retry(format!("recording success: {e}"));
             }
-            Some((handler, Outcome::Retry { after, reason })) => {
-                let policy = ctx
-                    .handlers
-                    .get(handler)
-                    .map(|h| h.retry.clone())
-                    .unwrap_or_default();
-                if attempt >= policy.max_attempts {
-                    dead_letter(
-                        ctx,
-                        &item.delivery,
-                        "retries_exhausted",
-                        Some(handler),
-                        reason,
-                        attempt,
-                        module.as_deref(),
-                    )
-                    .await
-                } else {
-                    let schedule = policy.schedule.as_deref().unwrap_or(&ctx.default_schedule);
-                    retry(
-                        ctx,
-                        &item.delivery,
-                        attempt,
-                        rung_for(&ctx.rungs, schedule, attempt, *after),
-                        after.unwrap_or_default(),
-                    )
-                    .await
-                }
-            }
-            Some((_, Outcome::Done)) => Ok(()),
+            store::Stored::Abandoned => reports[i].outcome = Outcome::Abandoned,
         }
+    }
+}
+
+fn attempt_row(
+    ctx: &Ctx,
+    event: &NormalizedEvent,
+    attempt: u32,
+    handler: &str,
+    report: &Report,
+    started_at: DateTime<Utc>,
+) -> Option<AttemptRow> {
+    let (outcome, error) = match &report.outcome {
+        Outcome::Done => ("done", None),
+        Outcome::Retry { reason, .. } => ("retry", Some(reason)),
+        Outcome::DeadLetter { note, .. } => ("dead_letter", Some(note)),
+        Outcome::Abandoned => return None,
     };
-    let result = match action {
-        Ok(()) => item.delivery.acker.ack(BasicAckOptions::default()).await,
+    Some(AttemptRow {
+        event_id: event.id.0,
+        tenant: event.tenant.clone(),
+        source_id: event.source_id.clone(),
+        handler: handler.to_owned(),
+        destination: report.destination.clone(),
+        attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+        started_at,
+        duration_ms: report
+            .elapsed
+            .map_or(0, |d| i32::try_from(d.as_millis()).unwrap_or(i32::MAX)),
+        outcome,
+        http_status: report.http_status.map(i32::from),
+        response_excerpt: report.excerpt.clone(),
+        error_class: report.error_class.map(str::to_owned),
+        error: error.map(|e| excerpt(e, EXCERPT_BYTES)),
+        worker: ctx.worker_name.clone(),
+    })
+}
+
+/// The one place that carries an action out on the broker.
+async fn settle(ctx: &Ctx, slot: Slot, action: Action) {
+    let published = match &action {
+        Action::Ack => Ok(()),
+        Action::Requeue => {
+            requeue(&slot.delivery.acker).await;
+            return;
+        }
+        Action::Retry { rung, not_before } => retry(ctx, &slot, *rung, *not_before).await,
+        Action::DeadLetter(letter) => dead_letter(ctx, &slot, letter).await,
+    };
+    match published {
+        Ok(()) => {
+            if let Err(e) = slot.delivery.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "ack failed; the broker will redeliver");
+            }
+        }
         Err(e) => {
             // The republish was not confirmed: give the message back rather than lose it.
             tracing::warn!(error = %e, "could not republish; requeueing");
-            item.delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
+            requeue(&slot.delivery.acker).await;
         }
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "ack/nack failed; the broker will redeliver");
+    }
+}
+
+/// Gives a message back to the queue (the broker counts it against the delivery limit).
+async fn requeue(acker: &Acker) {
+    let nack = acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await;
+    if let Err(e) = nack {
+        tracing::warn!(error = %e, "nack failed; the broker will redeliver");
     }
 }
 
@@ -422,27 +643,37 @@ fn rung_for(
 fn with_headers(delivery: &Delivery, extra: Vec<(&str, String)>) -> lapin::BasicProperties {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     for (k, v) in extra {
-        headers.insert(ShortString::from(k), AMQPValue::LongString(v.into()));
+        // Keys are this module's constants, well within a short string.
+        if let Ok(k) = ShortString::try_new(k) {
+            headers.insert(k, AMQPValue::LongString(v.into()));
+        }
     }
     delivery.properties.clone().with_headers(headers)
 }
 
 async fn retry(
     ctx: &Ctx,
-    d: &Delivery,
-    attempt: u32,
+    slot: &Slot,
     rung: Duration,
-    not_before: Duration,
-) -> Result<(), hookline_shared::amqp::PublishError> {
+    not_before: Instant,
+) -> Result<(), PublishError> {
     // Jitter: expire somewhere in the last fifth of the rung so a burst of failures spreads out,
     // but never sooner than the destination asked (`Retry-After`).
     let ms = rung.as_millis() as u64;
-    let floor = (ms - ms / 5).max((not_before.as_millis() as u64).min(ms));
+    let asked = not_before
+        .saturating_duration_since(Instant::now())
+        .as_millis() as u64;
+    let floor = (ms - ms / 5).max(asked.min(ms));
     let expiration = rand::rng().random_range(floor..=ms);
-    let props = with_headers(d, vec![(H_ATTEMPT, attempt.to_string())])
+    let props = with_headers(&slot.delivery, vec![(H_ATTEMPT, slot.attempt.to_string())])
         .with_expiration(expiration.to_string().into());
     ctx.broker
-        .publish(RETRY_EXCHANGE, &Topology::wait_queue(rung), &d.data, props)
+        .publish(
+            RETRY_EXCHANGE,
+            &Topology::wait_queue(rung),
+            &slot.delivery.data,
+            props,
+        )
         .await?;
     ctx.metrics
         .retries
@@ -451,35 +682,34 @@ async fn retry(
     Ok(())
 }
 
-async fn dead_letter(
-    ctx: &Ctx,
-    d: &Delivery,
-    reason: &str,
-    handler: Option<&str>,
-    error: &str,
-    attempt: u32,
-    module: Option<&str>,
-) -> Result<(), hookline_shared::amqp::PublishError> {
+async fn dead_letter(ctx: &Ctx, slot: &Slot, letter: &DeadLetter) -> Result<(), PublishError> {
+    let reason = letter.reason.as_str();
+    let handler = letter.handler.map(|h| ctx.handlers.get(h).name.as_str());
     let mut extra = vec![
         (H_DL_REASON, reason.to_owned()),
-        (H_DL_ERROR, error.chars().take(2000).collect()),
-        (H_ATTEMPT, attempt.to_string()),
+        (H_DL_ERROR, letter.note.chars().take(2000).collect()),
+        (H_ATTEMPT, slot.attempt.to_string()),
     ];
     if let Some(h) = handler {
         extra.push((H_DL_HANDLER, h.to_owned()));
     }
-    if let Some(m) = module {
-        extra.push((H_DL_MODULE, m.to_owned()));
+    if let Some(e) = slot.item.event() {
+        extra.push((H_DL_MODULE, e.module.clone()));
     }
     ctx.broker
-        .publish(DEAD_EXCHANGE, "", &d.data, with_headers(d, extra))
+        .publish(
+            DEAD_EXCHANGE,
+            "",
+            &slot.delivery.data,
+            with_headers(&slot.delivery, extra),
+        )
         .await?;
     ctx.metrics.dead_letters.with_label_values(&[reason]).inc();
     tracing::warn!(
         reason,
         handler = handler.unwrap_or(""),
-        error,
-        attempt,
+        error = letter.note,
+        attempt = slot.attempt,
         "event dead-lettered"
     );
     Ok(())
@@ -521,14 +751,13 @@ async fn source_options(ctx: &Ctx, r: &Received) -> Options {
 mod tests {
     use super::*;
 
+    fn secs(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|s| Duration::from_secs(*s)).collect()
+    }
+
     #[test]
     fn rungs_follow_the_schedule_and_hints() {
-        let s = |v: &[u64]| {
-            v.iter()
-                .map(|s| Duration::from_secs(*s))
-                .collect::<Vec<_>>()
-        };
-        let rungs = s(&[1, 5, 30, 120]);
+        let rungs = secs(&[1, 5, 30, 120]);
         assert_eq!(rung_for(&rungs, &rungs, 1, None), Duration::from_secs(1));
         assert_eq!(rung_for(&rungs, &rungs, 3, None), Duration::from_secs(30));
         assert_eq!(rung_for(&rungs, &rungs, 9, None), Duration::from_secs(120));
@@ -536,6 +765,180 @@ mod tests {
             rung_for(&rungs, &rungs, 1, Some(Duration::from_secs(7))),
             Duration::from_secs(30)
         );
-        assert_eq!(rung_for(&rungs, &s(&[5]), 1, None), Duration::from_secs(5));
+        assert_eq!(
+            rung_for(&rungs, &secs(&[5]), 1, None),
+            Duration::from_secs(5)
+        );
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            rungs: secs(&[1, 5, 30]),
+            default_schedule: secs(&[1, 5, 30]),
+            retry: vec![
+                RetrySpec {
+                    max_attempts: 3,
+                    schedule: None,
+                },
+                RetrySpec {
+                    max_attempts: 8,
+                    schedule: Some(secs(&[5])),
+                },
+            ],
+        }
+    }
+
+    fn event() -> (Box<Received>, Box<NormalizedEvent>) {
+        use lapin::types::{AMQPValue, FieldTable};
+        let mut h = FieldTable::default();
+        for (k, v) in [
+            ("hookline-source", "src"),
+            ("hookline-tenant", "acme"),
+            ("hookline-provider", "github"),
+            ("hookline-dedup-key", "k"),
+            ("hookline-received-at", "2026-11-25T08:00:00Z"),
+            ("hookline-h-x-github-event", "issues"),
+        ] {
+            h.insert(k.into(), AMQPValue::LongString(v.into()));
+        }
+        let props = lapin::BasicProperties::default()
+            .with_message_id(Uuid::now_v7().to_string().into())
+            .with_content_type("application/json".into())
+            .with_headers(h);
+        let r = Received::from_properties(&props).unwrap();
+        let e = event::normalize(
+            &r,
+            br#"{"action":"opened","issue":{"id":1}}"#,
+            &Options::new(),
+        )
+        .unwrap();
+        (Box::new(r), Box::new(e))
+    }
+
+    fn failed(handler: usize, outcome: Outcome) -> Item {
+        let (received, event) = event();
+        Item::Failed {
+            received,
+            event,
+            handler: HandlerId(handler),
+            outcome,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_or_dropped_item_is_acked() {
+        let (received, event) = event();
+        let item = Item::Routed {
+            received,
+            event,
+            plan: Plan::from([HandlerId(0)]),
+        };
+        assert_eq!(decide(&item, 1, &policy(), Instant::now()), Action::Ack);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_item_is_dead_lettered_with_its_reason() {
+        let item = Item::Rejected {
+            reason: Reason::Unparseable,
+            note: "payload is not valid JSON".into(),
+        };
+        assert_eq!(
+            decide(&item, 1, &policy(), Instant::now()),
+            Action::DeadLetter(DeadLetter {
+                reason: Reason::Unparseable,
+                handler: None,
+                note: "payload is not valid JSON".into(),
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_climbs_the_ladder_then_is_exhausted() {
+        let now = Instant::now();
+        let item = failed(0, Outcome::retry("503"));
+        assert_eq!(
+            decide(&item, 1, &policy(), now),
+            Action::Retry {
+                rung: Duration::from_secs(1),
+                not_before: now
+            }
+        );
+        assert_eq!(
+            decide(&item, 2, &policy(), now),
+            Action::Retry {
+                rung: Duration::from_secs(5),
+                not_before: now
+            }
+        );
+        assert_eq!(
+            decide(&item, 3, &policy(), now),
+            Action::DeadLetter(DeadLetter {
+                reason: Reason::RetriesExhausted,
+                handler: Some(HandlerId(0)),
+                note: "503".into(),
+            })
+        );
+        // A handler's own schedule.
+        let item = failed(1, Outcome::retry("503"));
+        assert_eq!(
+            decide(&item, 1, &policy(), now),
+            Action::Retry {
+                rung: Duration::from_secs(5),
+                not_before: now
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_sets_the_rung_and_the_earliest_time() {
+        let now = Instant::now();
+        let item = failed(
+            0,
+            Outcome::Retry {
+                after: Some(Duration::from_secs(7)),
+                reason: "429".into(),
+            },
+        );
+        let action = decide(&item, 1, &policy(), now);
+        assert_eq!(
+            action,
+            Action::Retry {
+                rung: Duration::from_secs(30),
+                not_before: now + Duration::from_secs(7)
+            }
+        );
+        // Decided later, the earliest time moves with the clock.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let Action::Retry { not_before, .. } = decide(&item, 1, &policy(), Instant::now()) else {
+            panic!("still a retry");
+        };
+        assert_eq!(not_before - now, Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_panics_and_unstorable_data_are_dead_lettered_at_once() {
+        for reason in [Reason::PermanentFailure, Reason::Panic, Reason::Unstorable] {
+            let item = failed(
+                1,
+                Outcome::DeadLetter {
+                    reason,
+                    note: "why".into(),
+                },
+            );
+            assert_eq!(
+                decide(&item, 1, &policy(), Instant::now()),
+                Action::DeadLetter(DeadLetter {
+                    reason,
+                    handler: Some(HandlerId(1)),
+                    note: "why".into(),
+                })
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_item_goes_back_untouched() {
+        let item = failed(0, Outcome::Abandoned);
+        assert_eq!(decide(&item, 5, &policy(), Instant::now()), Action::Requeue);
     }
 }

@@ -48,6 +48,8 @@ diesel::table! {
         payload -> Jsonb,
         received_at -> Timestamptz,
         processed_at -> Timestamptz,
+        headers -> Nullable<Jsonb>,
+        raw_body -> Nullable<Bytea>,
     }
 }
 
@@ -79,7 +81,28 @@ diesel::table! {
         replay_count -> Int4,
     }
 }
+diesel::table! {
+    attempts (id) {
+        id -> Int8,
+        event_id -> Uuid,
+        tenant -> Text,
+        source_id -> Text,
+        handler -> Text,
+        destination -> Nullable<Text>,
+        attempt -> Int4,
+        started_at -> Timestamptz,
+        duration_ms -> Int4,
+        outcome -> Text,
+        http_status -> Nullable<Int4>,
+        response_excerpt -> Nullable<Text>,
+        error_class -> Nullable<Text>,
+        error -> Nullable<Text>,
+        worker -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    attempts,
     sources,
     source_secrets,
     dedup_claims,

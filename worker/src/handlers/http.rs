@@ -20,7 +20,8 @@ use hookline_shared::metrics::WorkerMetrics;
 use hookline_shared::providers::hmac_sha256;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use super::Outcome;
+use super::{Job, Outcome, Report, guarded};
+use crate::store::{EXCERPT_BYTES, excerpt};
 
 /// Consecutive failures that open the circuit, and how long it stays open before a probe.
 const OPEN_AFTER: u32 = 5;
@@ -31,6 +32,8 @@ const MAX_CONCURRENT: usize = 16;
 pub struct HttpHandler {
     name: String,
     url: reqwest::Url,
+    /// The URL without credentials or query (which may carry a token): what `attempts` records.
+    destination: String,
     key: Vec<u8>,
     client: reqwest::Client,
     breaker: Breaker,
@@ -77,7 +80,10 @@ impl HttpHandler {
             .map_err(|_| {
                 format!("the secret in `{secret_env}` is not `whsec_` followed by base64")
             })?;
+        // `no_proxy`: with `HTTPS_PROXY` in the environment, reqwest would hand the destination's
+        // name to the proxy and never resolve it here, so the guard below would check nothing.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
@@ -88,8 +94,14 @@ impl HttpHandler {
             .build()
             .map_err(|e| format!("http client: {e}"))?;
         metrics.circuit_state.with_label_values(&[name]).set(0);
+        let mut destination = url.clone();
+        let _ = destination.set_username("");
+        let _ = destination.set_password(None);
+        destination.set_query(None);
+        destination.set_fragment(None);
         Ok(Self {
             name: name.to_owned(),
+            destination: destination.to_string(),
             url,
             key,
             client,
@@ -98,28 +110,37 @@ impl HttpHandler {
         })
     }
 
-    pub async fn run(&self, events: &[&NormalizedEvent]) -> Vec<Outcome> {
+    pub async fn run(&self, jobs: &[Job<'_>]) -> Vec<Report> {
         let sem = tokio::sync::Semaphore::new(MAX_CONCURRENT);
-        join_all(events.iter().map(|e| async {
-            let Ok(_permit) = sem.acquire().await else {
-                return Outcome::retry("shutting down");
-            };
-            self.send(e).await
+        join_all(jobs.iter().map(|j| {
+            guarded(async {
+                let Ok(_permit) = sem.acquire().await else {
+                    return Report::new(Outcome::retry("shutting down"));
+                };
+                let started = Instant::now();
+                let mut report = self.send(j.event).await;
+                report.elapsed = Some(started.elapsed());
+                report.destination = Some(self.destination.clone());
+                report
+            })
         }))
         .await
     }
 
-    async fn send(&self, e: &NormalizedEvent) -> Outcome {
+    async fn send(&self, e: &NormalizedEvent) -> Report {
         if !self.breaker.allow() {
-            return Outcome::retry(format!("circuit open for handler `{}`", self.name));
+            return Report::new(Outcome::retry(format!(
+                "circuit open for handler `{}`",
+                self.name
+            )))
+            .class("circuit_open");
         }
         self.publish_state();
         let body = match serde_json::to_vec(e) {
             Ok(b) => b,
             Err(err) => {
-                return Outcome::DeadLetter {
-                    reason: format!("cannot serialize event: {err}"),
-                };
+                return Report::new(Outcome::permanent(format!("cannot serialize event: {err}")))
+                    .class("serialize");
             }
         };
         let id = e.id.to_string();
@@ -142,18 +163,41 @@ impl HttpHandler {
             .body(body)
             .send()
             .await;
-        let outcome = match result {
-            Ok(res) => classify(res.status(), res.headers()),
-            Err(err) if err.is_timeout() => Outcome::retry("destination timed out"),
-            Err(err) => Outcome::retry(format!("request failed: {}", error_chain(&err))),
+        let report = match result {
+            Ok(mut res) => {
+                let status = res.status();
+                let outcome = classify(status, res.headers());
+                let excerpt = read_excerpt(&mut res).await;
+                let mut r = Report::new(outcome);
+                r.http_status = Some(status.as_u16());
+                r.excerpt = (!excerpt.is_empty()).then_some(excerpt);
+                if !status.is_success() {
+                    r.error_class = Some("status");
+                }
+                r
+            }
+            Err(err) if err.is_timeout() => {
+                Report::new(Outcome::retry("destination timed out")).class("timeout")
+            }
+            Err(err) => Report::new(Outcome::retry(format!(
+                "request failed: {}",
+                error_chain(&err)
+            )))
+            .class(if err.is_connect() {
+                "connect"
+            } else {
+                "request"
+            }),
         };
-        match &outcome {
+        match &report.outcome {
             Outcome::Retry { .. } => self.breaker.failure(),
             // A permanent answer still means the destination is up.
-            Outcome::Done | Outcome::DeadLetter { .. } => self.breaker.success(),
+            Outcome::Done | Outcome::DeadLetter { .. } | Outcome::Abandoned => {
+                self.breaker.success()
+            }
         }
         self.publish_state();
-        outcome
+        report
     }
 
     fn publish_state(&self) {
@@ -174,14 +218,25 @@ fn classify(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap) -
             reason: format!("destination answered {code}"),
         }
     } else if code == 410 {
-        Outcome::DeadLetter {
-            reason: "destination answered 410 Gone".into(),
-        }
+        Outcome::permanent("destination answered 410 Gone")
     } else {
-        Outcome::DeadLetter {
-            reason: format!("destination answered {code}"),
+        Outcome::permanent(format!("destination answered {code}"))
+    }
+}
+
+/// The first [`EXCERPT_BYTES`] of the answer's body (the rest is drained only as far as the
+/// connection needs; a read error just ends the excerpt).
+async fn read_excerpt(res: &mut reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < EXCERPT_BYTES {
+        match res.chunk().await {
+            Ok(Some(chunk)) => {
+                buf.extend_from_slice(&chunk[..chunk.len().min(EXCERPT_BYTES - buf.len())])
+            }
+            Ok(None) | Err(_) => break,
         }
     }
+    excerpt(&String::from_utf8_lossy(&buf), EXCERPT_BYTES)
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -211,34 +266,61 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Public unicast addresses only: no loopback, private, link-local, CGNAT, unspecified,
-/// multicast, documentation or IPv4-mapped private addresses.
+/// Public unicast addresses only. Refused: loopback, private, link-local, CGNAT, unspecified,
+/// broadcast, multicast, documentation, benchmarking (`198.18.0.0/15`), IETF protocol
+/// assignments (`192.0.0.0/24`), reserved (`240.0.0.0/4`), and every IPv6 form that can carry
+/// traffic to an IPv4 address the kernel or a translator would then reach: IPv4-compatible
+/// (`::a.b.c.d`) and IPv4-mapped (`::ffff:a.b.c.d`) addresses, NAT64 (`64:ff9b::/96`,
+/// `64:ff9b:1::/48`) and Teredo (`2001::/32`) outright, 6to4 (`2002::/16`) when its embedded
+/// IPv4 address is not public. Also unique-local, site-local (`fec0::/10`), discard-only
+/// (`100::/64`) and IPv6 documentation (`2001:db8::/32`, `3fff::/20`).
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00
-                || (seg[0] & 0xffc0) == 0xfe80)
-        }
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
     }
+}
+
+fn is_public_v4(v4: std::net::Ipv4Addr) -> bool {
+    let o = v4.octets();
+    !(v4.is_private()
+        || v4.is_loopback()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_multicast()
+        || v4.is_documentation()
+        || o[0] == 0
+        || (o[0] == 100 && (64..128).contains(&o[1]))
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+        || (o[0] == 198 && (o[1] & 0xfe) == 18)
+        || o[0] >= 240)
+}
+
+fn is_public_v6(v6: std::net::Ipv6Addr) -> bool {
+    let seg = v6.segments();
+    // IPv4-compatible (`::a.b.c.d`, deprecated) and IPv4-mapped (`::ffff:a.b.c.d`): no resolver
+    // has a reason to return them, and a dual-stack socket connects to the embedded address.
+    if seg[..5] == [0; 5] && (seg[5] == 0 || seg[5] == 0xffff) {
+        return false;
+    }
+    // 6to4: the embedded IPv4 address is where a relay delivers.
+    if seg[0] == 0x2002 {
+        let [a, b] = seg[1].to_be_bytes();
+        let [c, d] = seg[2].to_be_bytes();
+        return is_public_v4(std::net::Ipv4Addr::new(a, b, c, d));
+    }
+    !(v6.is_loopback()
+        || v6.is_unspecified()
+        || v6.is_multicast()
+        || (seg[0] == 0x64 && seg[1] == 0xff9b && (seg[2..6] == [0; 4] || seg[2] == 1))
+        || (seg[0] == 0x2001 && seg[1] == 0)
+        || (seg[0] == 0x2001 && seg[1] == 0xdb8)
+        || (seg[0] == 0x3fff && seg[1] < 0x1000)
+        || (seg[0] == 0x100 && seg[1..4] == [0; 3])
+        || (seg[0] & 0xfe00) == 0xfc00
+        || (seg[0] & 0xffc0) == 0xfe80
+        || (seg[0] & 0xffc0) == 0xfec0)
 }
 
 /// Resolves with the system resolver, then drops non-public addresses unless the host is allowed.
@@ -328,9 +410,23 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    #[track_caller]
+    fn refused(ips: &[&str]) {
+        for ip in ips {
+            assert!(!is_public(ip.parse().unwrap()), "{ip} must be refused");
+        }
+    }
+
+    #[track_caller]
+    fn accepted(ips: &[&str]) {
+        for ip in ips {
+            assert!(is_public(ip.parse().unwrap()), "{ip} must be accepted");
+        }
+    }
+
     #[test]
     fn private_addresses_are_not_public() {
-        for ip in [
+        refused(&[
             "127.0.0.1",
             "10.1.2.3",
             "172.16.0.1",
@@ -339,15 +435,70 @@ mod tests {
             "100.64.0.1",
             "0.0.0.0",
             "::1",
+            "::",
             "fd00::1",
             "fe80::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["8.8.8.8", "2606:4700:4700::1111"] {
-            assert!(is_public(ip.parse().unwrap()), "{ip}");
-        }
+        ]);
+        accepted(&["8.8.8.8", "2606:4700:4700::1111", "1.1.1.1"]);
+    }
+
+    #[test]
+    fn ipv4_compatible_and_mapped_addresses_are_refused() {
+        // Even with a public embedded address: no resolver returns them for a real host.
+        refused(&["::127.0.0.1", "::10.0.0.1", "::8.8.8.8", "::ffff:10.0.0.1"]);
+        refused(&["::ffff:127.0.0.1", "::ffff:8.8.8.8"]);
+    }
+
+    #[test]
+    fn nat64_prefixes_are_refused() {
+        refused(&["64:ff9b::7f00:1", "64:ff9b::808:808", "64:ff9b:1::a00:1"]);
+        accepted(&["64:ff9b:2::1"]);
+    }
+
+    #[test]
+    fn six_to_four_is_judged_by_its_embedded_address() {
+        refused(&["2002:7f00:1::1", "2002:a00:1::", "2002:c0a8:101::1"]);
+        accepted(&["2002:808:808::1"]);
+    }
+
+    #[test]
+    fn teredo_is_refused() {
+        refused(&["2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2"]);
+        accepted(&["2001:4860:4860::8888"]);
+    }
+
+    #[test]
+    fn site_local_is_refused() {
+        refused(&["fec0::1", "feff::1"]);
+    }
+
+    #[test]
+    fn benchmarking_range_is_refused() {
+        refused(&["198.18.0.1", "198.19.255.254"]);
+        accepted(&["198.17.255.255", "198.20.0.1"]);
+    }
+
+    #[test]
+    fn reserved_class_e_is_refused() {
+        refused(&[
+            "240.0.0.1",
+            "250.1.2.3",
+            "255.255.255.254",
+            "255.255.255.255",
+        ]);
+        accepted(&["223.255.255.1"]);
+    }
+
+    #[test]
+    fn ietf_protocol_assignments_are_refused() {
+        refused(&["192.0.0.1", "192.0.0.170"]);
+        accepted(&["192.0.1.1"]);
+    }
+
+    #[test]
+    fn ipv6_documentation_and_discard_are_refused() {
+        refused(&["2001:db8::1", "3fff::1", "100::1"]);
+        accepted(&["3fff:1000::1"]);
     }
 
     #[test]
