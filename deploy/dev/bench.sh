@@ -29,6 +29,7 @@ api=http://127.0.0.1:15672/api
 export HOOKLINE_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
 export HOOKLINE_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$vhost"
 export HOOKLINE_INGRESS_ADDR=127.0.0.1:18080
+export HOOKLINE_INGRESS_ADMIN_ADDR=127.0.0.1:18091
 export HOOKLINE_WORKER_ADDR=127.0.0.1:19090
 export HOOKLINE_BENCH_SECRET="bench-secret-$RANDOM$RANDOM"
 export RUST_LOG=warn
@@ -63,7 +64,7 @@ echo "machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/{print $2}') GiB; $
 
 "$bin/hookline-ingress" > "$root/.hookline/bench-ingress.log" 2>&1 &
 pids+=($!)
-wait_http "http://$HOOKLINE_INGRESS_ADDR/readyz"
+wait_http "http://$HOOKLINE_INGRESS_ADMIN_ADDR/readyz"
 url="http://$HOOKLINE_INGRESS_ADDR/webhooks/bench-github"
 lg="$bin/hookline-loadgen"
 

@@ -19,6 +19,7 @@ set +a
 export HOOKLINE_DATABASE_URL="${HOOKLINE_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/hookline}"
 export HOOKLINE_AMQP_URL="${HOOKLINE_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export HOOKLINE_INGRESS_ADDR="${HOOKLINE_INGRESS_ADDR:-127.0.0.1:8080}"
+export HOOKLINE_INGRESS_ADMIN_ADDR="${HOOKLINE_INGRESS_ADMIN_ADDR:-127.0.0.1:9091}"
 
 # Creates the database named in HOOKLINE_DATABASE_URL if it does not exist.
 ensure_database() {

@@ -39,7 +39,7 @@ cat <<MSG
 hookline-ingress is starting on http://$HOOKLINE_INGRESS_ADDR, a worker on http://$HOOKLINE_WORKER_ADDR
   (worker log: .hookline/worker.log, routes: ${HOOKLINE_ROUTES#$root/})
   send signed test webhooks:    make demo        (in another terminal)
-  health / metrics:             curl http://$HOOKLINE_INGRESS_ADDR/readyz ; curl http://$HOOKLINE_WORKER_ADDR/metrics
+  health / metrics:             curl http://$HOOKLINE_INGRESS_ADMIN_ADDR/readyz ; curl http://$HOOKLINE_INGRESS_ADMIN_ADDR/metrics ; curl http://$HOOKLINE_WORKER_ADDR/metrics
   operator CLI:                 set -a; . .hookline/dev.env; set +a; ${bin#$root/}/hookline-worker dlq list
 Stop with Ctrl-C.
 

@@ -1,14 +1,28 @@
 //! Deciding whether a delivery is new, without ever answering "duplicate" for something that was
-//! not queued. Claims go to the batched [`ClaimStore`]; identical requests racing in this process
-//! wait on the first one's outcome instead of each hitting the database, and a claim another
-//! replica holds is polled until it is published (duplicate), released (claim again) or the wait
-//! ends (503, the provider retries).
+//! not queued, and without ever making one delivery two events.
+//!
+//! Every attempt at a delivery carries the same event id, derived from the source and the dedup
+//! key ([`DedupKey::event_id`]). The claim is the fast path that saves a second publish; it is not
+//! what correctness rests on: if two attempts publish, the worker's idempotence on the event id
+//! absorbs the second copy. So a `pending` claim whose holder may be dead (killed between the
+//! broker's confirm and its answer, or cut off from the broker before the confirm arrived) is
+//! taken over once it is older than `HOOKLINE_CLAIM_STALE_AFTER`: the retry publishes again under
+//! the same id and is answered 202 promptly.
+//!
+//! `pending → published` is kept because it buys the cheap answer: a retry of a delivery whose
+//! publish was confirmed is answered `200 duplicate` without touching the broker.
+//!
+//! Identical requests racing in this process wait on the first one's outcome (a watch channel)
+//! instead of each hitting the database. The in-process entry stays "published" until the row
+//! says so too, so a re-send that arrives while the mark is still on its way is a duplicate, not
+//! a second publish.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hookline_shared::db::claims::{Claim, ClaimState, ClaimStore};
+use hookline_shared::db::DbError;
+use hookline_shared::db::claims::{Claim, ClaimStore, DedupKey};
 use hookline_shared::ids::{EventId, SourceId};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -20,7 +34,7 @@ enum Resolution {
     Released,
 }
 
-type Key = (SourceId, String);
+type Key = (SourceId, DedupKey);
 
 pub struct Dedup {
     store: ClaimStore,
@@ -38,15 +52,23 @@ pub enum Decision {
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
     #[error("claim store: {0}")]
-    Store(String),
+    Store(Arc<DbError>),
+    /// The database refused this key alone (the batch it was in succeeded without it).
+    #[error("the database refused the dedup key")]
+    InvalidKey,
     #[error("the same delivery is still being published by another request")]
     StillInFlight,
 }
 
 /// Poll interval while another replica's claim is pending.
-const POLL: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(25);
+/// How long a confirmed claim's mark is retried (a database outage) before it is left pending,
+/// which costs at most one extra publish of the same id when the provider retries.
+const MARK_RETRY_FOR: Duration = Duration::from_secs(120);
 
 impl Dedup {
+    /// `max_wait` must outlast the claim store's stale window, so a request waiting on a dead
+    /// holder's claim takes it over instead of giving up.
     pub fn new(store: ClaimStore, max_wait: Duration) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -55,22 +77,20 @@ impl Dedup {
         })
     }
 
+    /// Claims `key` at `source` for the event id derived from both.
     pub async fn acquire(
         self: &Arc<Self>,
         source: &SourceId,
-        key: &str,
-        event_id: EventId,
+        key: &DedupKey,
         window: Duration,
     ) -> Result<Decision, DedupError> {
+        let event_id = key.event_id(source);
         let deadline = Instant::now() + self.max_wait;
-        let k: Key = (source.clone(), key.to_owned());
+        let k: Key = (source.clone(), key.clone());
         loop {
             // Someone in this process holds it: wait for their outcome.
             let waiting = {
-                let mut local = self
-                    .local
-                    .lock()
-                    .map_err(|_| DedupError::Store("lock poisoned".into()))?;
+                let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
                 match local.get(&k) {
                     Some(tx) => Some(tx.subscribe()),
                     None => {
@@ -106,6 +126,7 @@ impl Dedup {
                         return Ok(Decision::Proceed(ClaimGuard {
                             entry: entry.take(),
                             event_id,
+                            window,
                             state: GuardState::Claimed,
                         }));
                     }
@@ -114,33 +135,30 @@ impl Dedup {
                         return Ok(Decision::Duplicate(prior));
                     }
                     Ok(Claim::InFlight) => {
-                        // Held by another replica (or a stale-claim race): poll its state.
+                        // Another replica holds it, alive and publishing, or dead. Claim again
+                        // shortly: published → duplicate, released → ours, stale → taken over.
                         if Instant::now() + POLL > deadline {
                             return Err(DedupError::StillInFlight);
                         }
                         tokio::time::sleep(POLL).await;
-                        match self.store.state(source, key).await {
-                            Ok(ClaimState::Published { event_id: prior }) => {
-                                entry.resolve(Resolution::Published(prior));
-                                return Ok(Decision::Duplicate(prior));
-                            }
-                            Ok(ClaimState::Absent | ClaimState::Pending) => continue,
-                            Err(e) => return Err(DedupError::Store(e.to_string())),
-                        }
                     }
-                    Err(e) => return Err(DedupError::Store(e.to_string())),
+                    Err(e) if e.is_permanent() => return Err(DedupError::InvalidKey),
+                    Err(e) => return Err(DedupError::Store(e)),
                 }
             }
         }
     }
 
-    fn resolve(&self, key: &Key, r: Resolution) {
-        if let Some(tx) = self
-            .local
-            .lock()
-            .ok()
-            .and_then(|mut local| local.remove(key))
-        {
+    /// Tells local waiters; `remove` also forgets the entry (the row now speaks for it).
+    fn announce(&self, key: &Key, r: Resolution, remove: bool) {
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = if remove {
+            local.remove(key)
+        } else {
+            local.get(key).cloned()
+        };
+        drop(local);
+        if let Some(tx) = tx {
             tx.send_replace(r);
         }
     }
@@ -162,7 +180,7 @@ impl LocalEntry {
 
     fn resolve(&mut self, r: Resolution) {
         if let Some(k) = self.key.take() {
-            self.dedup.resolve(&k, r);
+            self.dedup.announce(&k, r, true);
         }
     }
 }
@@ -187,34 +205,26 @@ enum GuardState {
 pub struct ClaimGuard {
     entry: LocalEntry,
     event_id: EventId,
+    window: Duration,
     state: GuardState,
 }
 
 impl ClaimGuard {
+    pub fn event_id(&self) -> EventId {
+        self.event_id
+    }
+
     /// Records that the broker confirmed; call before anything else can be cancelled.
     pub fn confirmed(&mut self) {
         self.state = GuardState::Confirmed;
     }
 
-    /// Wakes local waiters with "duplicate" at once, then marks the claim published (batched).
+    /// Wakes local waiters with "duplicate" at once, then marks the claim published (batched),
+    /// retrying through a database outage for [`MARK_RETRY_FOR`].
     pub async fn published(mut self) -> Result<(), DedupError> {
-        self.state = GuardState::Confirmed;
-        let (source, key) = self
-            .entry
-            .key
-            .clone()
-            .ok_or_else(|| DedupError::Store("claim already resolved".into()))?;
-        self.entry.resolve(Resolution::Published(self.event_id));
-        let result = self
-            .entry
-            .dedup
-            .store
-            .mark_published(&source, &key, self.event_id)
-            .await;
         self.state = GuardState::Done;
-        // A failed mark leaves the claim pending; it turns stale and a provider retry is then
-        // accepted again: published twice (at least once), never lost.
-        result.map_err(|e| DedupError::Store(e.to_string()))
+        let entry = self.entry.take();
+        mark(entry, self.event_id, self.window).await
     }
 
     /// Gives the claim back after a failed publish.
@@ -228,28 +238,71 @@ impl ClaimGuard {
                 .release(&source, &key, self.event_id)
                 .await
         {
-            tracing::warn!(source = %source, error = %e, "could not release claim; it becomes reclaimable when stale");
+            // Harmless beyond a short wait: the claim turns stale and the retry takes it over.
+            tracing::warn!(source = %source, error = %e, "could not release claim; the next attempt takes it over when stale");
         }
         self.entry.resolve(Resolution::Released);
     }
 }
 
+/// Marks a confirmed claim published. Local requests are told "published" first, and the entry
+/// stays until the row says so, so nothing in this process publishes the delivery again.
+async fn mark(
+    mut entry: LocalEntry,
+    event_id: EventId,
+    window: Duration,
+) -> Result<(), DedupError> {
+    let Some((source, key)) = entry.key.clone() else {
+        return Ok(());
+    };
+    let dedup = entry.dedup.clone();
+    dedup.announce(
+        &(source.clone(), key.clone()),
+        Resolution::Published(event_id),
+        false,
+    );
+    let give_up = Instant::now() + MARK_RETRY_FOR;
+    let mut wait = Duration::from_millis(100);
+    let result = loop {
+        match dedup
+            .store
+            .mark_published(&source, &key, event_id, window)
+            .await
+        {
+            Ok(()) => break Ok(()),
+            Err(e) if e.is_permanent() || Instant::now() + wait > give_up => {
+                break Err(DedupError::Store(e));
+            }
+            Err(e) => {
+                tracing::debug!(source = %source, error = %e, "marking claim published failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    entry.resolve(Resolution::Published(event_id));
+    result
+}
+
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        let Some((source, key)) = self.entry.key.clone() else {
-            return;
-        };
-        let store = self.entry.dedup.store.clone();
         let event_id = self.event_id;
         match self.state {
             GuardState::Done => {}
             GuardState::Confirmed => {
-                self.entry.resolve(Resolution::Published(event_id));
+                let entry = self.entry.take();
+                let window = self.window;
                 tokio::spawn(async move {
-                    let _ = store.mark_published(&source, &key, event_id).await;
+                    if let Err(e) = mark(entry, event_id, window).await {
+                        tracing::warn!(event_id = %event_id, error = %e, "could not mark claim published");
+                    }
                 });
             }
             GuardState::Claimed => {
+                let Some((source, key)) = self.entry.key.clone() else {
+                    return;
+                };
+                let store = self.entry.dedup.store.clone();
                 self.entry.resolve(Resolution::Released);
                 tokio::spawn(async move {
                     let _ = store.release(&source, &key, event_id).await;

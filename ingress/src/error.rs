@@ -15,6 +15,14 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body")]
     BadBody,
+    /// The body did not arrive within `HOOKLINE_BODY_TIMEOUT` or slower than
+    /// `HOOKLINE_BODY_MIN_RATE`.
+    #[error("request body too slow")]
+    BodyTimeout,
+    /// The provider's delivery id (or the key derived from the body) cannot name a delivery:
+    /// it holds control characters, or the database refused it.
+    #[error("invalid dedup key")]
+    InvalidDedupKey,
     #[error(transparent)]
     Verify(#[from] VerifyError),
     /// Broker down, blocked or full, database unreachable, or the same delivery still in flight
@@ -35,6 +43,8 @@ impl ApiError {
             ApiError::UnknownSource => "unknown_source",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::BadBody => "bad_request",
+            ApiError::BodyTimeout => "body_timeout",
+            ApiError::InvalidDedupKey => "invalid_dedup_key",
             ApiError::Verify(e) => match e {
                 VerifyError::MissingHeader(_) => "missing_signature",
                 VerifyError::MalformedHeader(_) | VerifyError::BadSignature => "invalid_signature",
@@ -54,7 +64,8 @@ impl ResponseError for ApiError {
         match self {
             ApiError::UnknownSource => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BadBody => StatusCode::BAD_REQUEST,
+            ApiError::BadBody | ApiError::InvalidDedupKey => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Verify(VerifyError::UnsupportedMediaType) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }

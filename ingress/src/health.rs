@@ -1,10 +1,18 @@
 //! `/healthz` (alive), `/readyz` (broker channel open and database reachable), `/metrics`.
+//! Only `/healthz` is on the public listener: `/metrics` names every active source and
+//! `/readyz` describes the fleet's dependencies, so both live on the admin listener.
 
 use actix_web::{HttpResponse, web};
 
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// The public listener (`HOOKLINE_INGRESS_ADDR`): liveness only.
+pub fn configure_public(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz));
+}
+
+/// The admin listener (`HOOKLINE_INGRESS_ADMIN_ADDR`).
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));

@@ -4,7 +4,8 @@
 //! - [`webhook`]: the `POST /webhooks/{source_id}` pipeline.
 //! - [`sources`]: the refreshed source cache with its negative cache.
 //! - [`dedup`]: claim coordination on top of the batched claim store.
-//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`health`]: `/healthz` on both listeners; `/readyz` and `/metrics` only on the admin
+//!   listener (`HOOKLINE_INGRESS_ADMIN_ADDR`), never on the public one providers post to.
 //! - [`error`]: the HTTP error type and its stable codes.
 
 use std::net::TcpListener;
@@ -36,7 +37,9 @@ use state::AppState;
 pub struct Application {
     port: u16,
     addr: std::net::SocketAddr,
+    admin_addr: std::net::SocketAddr,
     server: Server,
+    admin: Server,
     shutdown: CancellationToken,
 }
 
@@ -105,8 +108,13 @@ impl Application {
             Arc::new(move |op, n| batch_metric.with_label_values(&[op]).observe(n as f64)),
         );
         tokio::spawn(purge_expired_claims(claims.clone(), shutdown.clone()));
-        // Wait on another request's claim at most as long as its publish may take, plus margin.
-        let dedup = dedup::Dedup::new(claims, settings.publish_timeout + Duration::from_secs(1));
+        // Wait on another request's claim at most as long as its publish may take, or until it
+        // turns stale and can be taken over, plus margin: a live holder resolves within the
+        // publish timeout, a dead one's claim is taken over after the stale window.
+        let dedup = dedup::Dedup::new(
+            claims,
+            settings.publish_timeout.max(settings.claim_stale_after) + Duration::from_secs(1),
+        );
 
         let state = web::Data::new(AppState {
             sources,
@@ -115,6 +123,10 @@ impl Application {
             pool,
             metrics,
             retry_after: settings.retry_after,
+            body: state::BodyLimits {
+                timeout: settings.body_timeout,
+                min_rate: settings.body_min_rate,
+            },
         });
 
         let listener = TcpListener::bind(&settings.ingress_addr).with_context(|| {
@@ -123,25 +135,53 @@ impl Application {
                 settings.ingress_addr
             )
         })?;
+        let admin_listener =
+            TcpListener::bind(&settings.ingress_admin_addr).with_context(|| {
+                format!(
+                    "HOOKLINE_INGRESS_ADMIN_ADDR `{}` cannot be bound",
+                    settings.ingress_admin_addr
+                )
+            })?;
         let addr = listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
         let workers = match settings.ingress_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let public_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(public_state.clone())
                 .configure(webhook::configure)
-                .configure(health::configure)
+                .configure(health::configure_public)
         })
         .workers(workers)
+        // Request heads must arrive within 5 s and idle keep-alive connections close after 5 s
+        // (actix's defaults, set here so they are stated); bodies have their own deadline and
+        // minimum rate (HOOKLINE_BODY_TIMEOUT, HOOKLINE_BODY_MIN_RATE, in webhook::read_body).
+        .client_request_timeout(Duration::from_secs(5))
+        .keep_alive(Duration::from_secs(5))
         .listen(listener)?
         .shutdown_timeout(10)
+        .run();
+        // One worker is plenty for probes and scrapes. It ignores signals itself: it keeps
+        // answering while the public listener drains, and is stopped after it.
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(health::configure_admin)
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(admin_listener)?
+        .shutdown_timeout(1)
         .run();
         Ok(Self {
             port: addr.port(),
             addr,
+            admin_addr,
             server,
+            admin,
             shutdown,
         })
     }
@@ -154,10 +194,19 @@ impl Application {
         self.addr
     }
 
+    /// Where `/readyz` and `/metrics` are served.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.admin_addr
+    }
+
     /// Serves until the server stops (SIGINT/SIGTERM: in-flight requests finish first), then
     /// stops the background tasks and closes the broker connection.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let admin = self.admin.handle();
+        let admin_task = tokio::spawn(self.admin);
         let result = self.server.await;
+        admin.stop(true).await;
+        let _ = admin_task.await;
         self.shutdown.cancel();
         result
     }

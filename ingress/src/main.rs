@@ -28,7 +28,7 @@ async fn serve() -> i32 {
         Ok(app) => app,
         Err(e) => return fail(&e),
     };
-    tracing::info!(addr = %app.addr(), "hookline-ingress listening");
+    tracing::info!(addr = %app.addr(), admin_addr = %app.admin_addr(), "hookline-ingress listening");
     match app.run_until_stopped().await {
         Ok(()) => 0,
         Err(e) => fail(&e),

@@ -18,6 +18,16 @@ pub struct AppState {
     pub pool: PgPool,
     pub metrics: IngressMetrics,
     pub retry_after: Duration,
+    pub body: BodyLimits,
+}
+
+/// How long a request body may take to arrive (`HOOKLINE_BODY_TIMEOUT`,
+/// `HOOKLINE_BODY_MIN_RATE`); the size limit is per source.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    pub timeout: Duration,
+    /// Bytes per second, averaged from the start of the body after its first second; 0: off.
+    pub min_rate: u64,
 }
 
 impl AppState {

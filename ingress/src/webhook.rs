@@ -3,10 +3,11 @@
 //! be published, and only this module can make one.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
+use hookline_shared::db::claims::DedupKey;
 use hookline_shared::envelope::Envelope;
 use hookline_shared::ids::{EventId, SourceId};
 use hookline_shared::providers::{Disposition, Headers, RawRequest, Verified, body_hash_key};
@@ -15,7 +16,7 @@ use hookline_shared::topology::{INGRESS_EXCHANGE, WORK_ROUTING_KEY};
 use crate::dedup::{Decision, DedupError};
 use crate::error::ApiError;
 use crate::sources::{CachedSource, Lookup};
-use crate::state::AppState;
+use crate::state::{AppState, BodyLimits};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/webhooks/{source_id}").route(web::post().to(receive)));
@@ -161,7 +162,7 @@ async fn accept(
             });
         }
     };
-    let body = read_body(req, payload, source.max_body_bytes).await?;
+    let body = read_body(req, payload, source.max_body_bytes, state.body).await?;
     let headers: Headers = req
         .headers()
         .iter()
@@ -208,10 +209,21 @@ async fn accept(
     enqueue(hook, state).await
 }
 
+/// Preallocated at most for a body, whatever its Content-Length says: a request that declares
+/// 1 MiB and then sends nothing must not cost 1 MiB per connection.
+const PREALLOCATE_MAX: usize = 64 * 1024;
+/// The first second of a body is exempt from the rate check: connection set-up and TCP slow
+/// start make the first bytes of a genuine request look slow.
+const RATE_GRACE: Duration = Duration::from_secs(1);
+
+/// Reads the body within the source's size limit, the total deadline and the minimum rate. A
+/// trickling client is answered 408 and its connection closed, so it holds neither a worker's
+/// attention nor a growing buffer beyond the deadline.
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    timing: BodyLimits,
 ) -> Result<web::Bytes, ApiError> {
     let declared = req
         .headers()
@@ -221,9 +233,25 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::BadBody)?;
+    let started = tokio::time::Instant::now();
+    let deadline = started + timing.timeout;
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(PREALLOCATE_MAX));
+    loop {
+        // The next byte must arrive while the average rate since the grace period ends is still
+        // at least `min_rate`: with n bytes in, byte n+1 is due by grace + (n+1)/rate.
+        let due = match timing.min_rate {
+            0 => deadline,
+            rate => deadline.min(
+                started
+                    + RATE_GRACE
+                    + Duration::from_secs_f64((body.len() as f64 + 1.0) / rate as f64),
+            ),
+        };
+        let chunk = match tokio::time::timeout_at(due, payload.next()).await {
+            Err(_) => return Err(ApiError::BodyTimeout),
+            Ok(None) => break,
+            Ok(Some(chunk)) => chunk.map_err(|_| ApiError::BadBody)?,
+        };
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
@@ -245,7 +273,7 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
         .iter()
         .filter_map(|name| hook.headers.get(name).map(|v| (*name, v)))
         .collect();
-    let one = |body: &'_ [u8], content_type, dedup_key: String, event_type| Event {
+    let one = |body: &'_ [u8], content_type, dedup_key: DedupKey, event_type| Event {
         source: &hook.source,
         body: body.to_vec().into(),
         content_type,
@@ -256,16 +284,17 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
     };
     match &hook.verified.disposition {
         Disposition::Split { parts, response } => {
+            // Every key is checked before anything is published, so a request with one
+            // unusable key is refused whole instead of half queued.
+            let keys = parts
+                .iter()
+                .map(|p| dedup_key(&hook.source, &p.dedup_key))
+                .collect::<Result<Vec<_>, _>>()?;
             // Every part on its own; a failure anywhere asks the provider to retry the whole
             // request, whose published parts are then answered as duplicates.
-            let results = futures::future::join_all(parts.iter().map(|p| {
+            let results = futures::future::join_all(parts.iter().zip(keys).map(|(p, key)| {
                 publish(
-                    one(
-                        &p.body,
-                        Some(p.content_type),
-                        p.dedup_key.clone(),
-                        p.event_type.as_deref(),
-                    ),
+                    one(&p.body, Some(p.content_type), key, p.event_type.as_deref()),
                     state,
                 )
             }))
@@ -277,17 +306,16 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
             })
         }
         _ => {
-            let dedup_key = hook
-                .verified
-                .dedup_key
-                .clone()
-                .unwrap_or_else(|| body_hash_key(&hook.body));
+            let key = match &hook.verified.dedup_key {
+                Some(k) => dedup_key(&hook.source, k)?,
+                None => dedup_key(&hook.source, &body_hash_key(&hook.body))?,
+            };
             let event = Event {
                 body: hook.body.clone(),
                 ..one(
                     &[],
                     hook.headers.get("content-type"),
-                    dedup_key,
+                    key,
                     hook.verified.event_type.as_deref(),
                 )
             };
@@ -299,33 +327,43 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
     }
 }
 
+/// The one place a provider's dedup key becomes a claimable [`DedupKey`] (see its rules).
+fn dedup_key(source: &CachedSource, raw: &str) -> Result<DedupKey, ApiError> {
+    DedupKey::parse(raw).map_err(|e| {
+        // The key itself is not logged: it is whatever the sender put in a header.
+        tracing::info!(source = %source.id, provider = %source.provider, reason = %e, "dedup key refused");
+        ApiError::InvalidDedupKey
+    })
+}
+
 /// One event to deduplicate and publish.
 struct Event<'a> {
     source: &'a CachedSource,
     body: web::Bytes,
     content_type: Option<&'a str>,
-    dedup_key: String,
+    dedup_key: DedupKey,
     event_type: Option<&'a str>,
     received_at: chrono::DateTime<chrono::Utc>,
     forwarded: Vec<(&'a str, &'a str)>,
 }
 
 /// Claims the event's dedup key, publishes it and waits for the confirm. Returns the event id
-/// and whether it was a duplicate (then the id is the one first accepted).
+/// and whether it was a duplicate (then the id is the one first accepted). The id is derived
+/// from the source and the key, so a retry that publishes again carries the same one.
 async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), ApiError> {
     let source = ev.source;
-    let dedup_key = ev.dedup_key.as_str();
-    let event_id = EventId::new();
+    let key = &ev.dedup_key;
     let decision = state
         .dedup
-        .acquire(&source.id, dedup_key, event_id, source.dedup_window)
+        .acquire(&source.id, key, source.dedup_window)
         .await
         .map_err(|e| {
             tracing::warn!(source = %source.id, error = %e, "dedup claim failed");
-            state.unavailable(match e {
-                DedupError::Store(_) => "database",
-                DedupError::StillInFlight => "in_flight",
-            })
+            match e {
+                DedupError::InvalidKey => ApiError::InvalidDedupKey,
+                DedupError::Store(_) => state.unavailable("database"),
+                DedupError::StillInFlight => state.unavailable("in_flight"),
+            }
         })?;
     let mut guard = match decision {
         Decision::Duplicate(prior) => {
@@ -338,13 +376,14 @@ async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), Api
         }
         Decision::Proceed(guard) => guard,
     };
+    let event_id = guard.event_id();
 
     let envelope = Envelope {
         event_id,
         source_id: &source.id,
         tenant: &source.tenant,
         provider: source.provider,
-        dedup_key,
+        dedup_key: key.as_str(),
         event_type: ev.event_type,
         received_at: ev.received_at,
         content_type: ev.content_type,
@@ -370,11 +409,12 @@ async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), Api
                 .with_label_values(&["confirmed"])
                 .observe(elapsed);
             // The event is safe in the broker: answer now, and let the claim's row follow in
-            // the background (local waiters are told at once; see ClaimGuard::published).
+            // the background (local requests for the same key are answered "duplicate" at once;
+            // see ClaimGuard::published, which retries the mark).
             let source_id = source.id.clone();
             tokio::spawn(async move {
                 if let Err(e) = guard.published().await {
-                    tracing::warn!(source = %source_id, event_id = %event_id, error = %e, "could not mark claim published");
+                    tracing::warn!(source = %source_id, event_id = %event_id, error = %e, "could not mark claim published; a retry of this delivery will publish it again under the same id");
                 }
             });
             tracing::debug!(source = %source.id, event_id = %event_id, "queued");

@@ -43,6 +43,9 @@ pub struct Settings {
     pub amqp_url: String,
     /// Where the ingress listens (`HOOKLINE_INGRESS_ADDR`); port 0 picks a free one.
     pub ingress_addr: String,
+    /// Where the ingress serves `/readyz` and `/metrics` (`HOOKLINE_INGRESS_ADDR` is public:
+    /// providers post there, so nothing about the fleet is served on it); port 0 picks a free one.
+    pub ingress_admin_addr: String,
     /// Where the worker serves health and metrics (`HOOKLINE_WORKER_ADDR`).
     pub worker_addr: String,
     /// Base64 of 32 bytes; encrypts stored source secrets (`HOOKLINE_SECRET_KEY`). Redacted in
@@ -69,7 +72,8 @@ pub struct Settings {
     /// Default dedup window (per-source option `dedup_window` overrides it).
     #[serde(with = "duration")]
     pub dedup_window: Duration,
-    /// A `pending` claim older than this is reclaimable (its publisher crashed).
+    /// A `pending` claim older than this is taken over by a retry of the same delivery, which
+    /// publishes again under the same event id (its publisher crashed or lost its confirm).
     #[serde(with = "duration")]
     pub claim_stale_after: Duration,
     /// Longest the claim batcher waits to gather concurrent claims into one statement.
@@ -77,6 +81,12 @@ pub struct Settings {
     pub claim_batch_wait: Duration,
     /// Default body limit in bytes (per-source option `max_body_bytes` overrides it).
     pub max_body_bytes: usize,
+    /// Longest the ingress spends reading one request body before answering 408.
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+    /// Slowest average transfer rate (bytes/s) a body may arrive at, measured after its first
+    /// second; slower is answered 408 before `body_timeout`. 0 turns the check off.
+    pub body_min_rate: u64,
     /// Work queue length limit; publishes beyond it are refused (503) rather than dropped.
     pub queue_max_length: i64,
     /// Deliveries of one message before the broker dead-letters it (poison messages).
@@ -108,6 +118,7 @@ impl Default for Settings {
             database_pool_size: 16,
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             ingress_addr: "127.0.0.1:8080".into(),
+            ingress_admin_addr: "127.0.0.1:9091".into(),
             worker_addr: "127.0.0.1:9090".into(),
             secret_key: None,
             secret_key_file: None,
@@ -118,9 +129,11 @@ impl Default for Settings {
             source_refresh: Duration::from_secs(2),
             negative_cache: Duration::from_secs(2),
             dedup_window: Duration::from_secs(7 * 24 * 3600),
-            claim_stale_after: Duration::from_secs(30),
+            claim_stale_after: Duration::from_secs(2),
             claim_batch_wait: Duration::from_millis(1),
             max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            body_min_rate: 1024,
             queue_max_length: 1_000_000,
             delivery_limit: 20,
             retry_schedule: [1, 5, 30, 120, 600, 1800, 3600]
@@ -200,6 +213,15 @@ impl Settings {
         }
         if self.max_body_bytes == 0 {
             return bad("MAX_BODY_BYTES", "must be at least 1");
+        }
+        if self.body_timeout.is_zero() {
+            return bad("BODY_TIMEOUT", "must be longer than 0s");
+        }
+        if self.ingress_admin_addr == self.ingress_addr && !self.ingress_addr.ends_with(":0") {
+            return bad(
+                "INGRESS_ADMIN_ADDR",
+                "must differ from HOOKLINE_INGRESS_ADDR: metrics and readiness stay off the public port",
+            );
         }
         if self.worker_batch_size == 0 {
             return bad("WORKER_BATCH_SIZE", "must be at least 1");
@@ -368,6 +390,19 @@ mod tests {
             assert!(err.contains("HOOKLINE_QUEUE_MAX_LENGTH"), "{err}");
             Ok(())
         });
+        for (name, value) in [
+            ("HOOKLINE_BODY_TIMEOUT", "0s"),
+            ("HOOKLINE_BODY_MIN_RATE", "-1"),
+            ("HOOKLINE_BODY_MIN_RATE", "fast"),
+            ("HOOKLINE_INGRESS_ADMIN_ADDR", "127.0.0.1:8080"),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env(name, value);
+                let err = Settings::load(None).unwrap_err().to_string();
+                assert!(err.contains(name), "{name}={value}: {err}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

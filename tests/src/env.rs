@@ -128,6 +128,7 @@ impl TestEnv {
             ("HOOKLINE_AMQP_URL".into(), self.amqp_url.clone()),
             ("HOOKLINE_SECRET_KEY".into(), self.secret_key.clone()),
             ("HOOKLINE_INGRESS_ADDR".into(), "127.0.0.1:0".into()),
+            ("HOOKLINE_INGRESS_ADMIN_ADDR".into(), "127.0.0.1:0".into()),
             ("HOOKLINE_WORKER_ADDR".into(), "127.0.0.1:0".into()),
             ("HOOKLINE_DATABASE_POOL_SIZE".into(), "4".into()),
         ];
@@ -181,9 +182,16 @@ impl TestEnv {
 
     /// Starts `hookline-ingress` and waits until it listens.
     pub async fn ingress(&self) -> Server {
-        let mut proc = Proc::spawn("ingress", "hookline-ingress", &[], &self.vars());
-        let addr = proc.wait_addr("hookline-ingress listening").await;
-        let server = Server { proc, addr };
+        self.named_ingress("ingress").await
+    }
+
+    /// Another `hookline-ingress` (several replicas on one database and broker).
+    pub async fn named_ingress(&self, name: &str) -> Server {
+        let mut proc = Proc::spawn(name, "hookline-ingress", &[], &self.vars());
+        let (addr, admin) = proc
+            .wait_addrs("hookline-ingress listening", "admin_addr")
+            .await;
+        let server = Server { proc, addr, admin };
         server.wait_ready().await;
         server
     }
@@ -196,7 +204,11 @@ impl TestEnv {
     pub async fn named_worker(&self, name: &str) -> Server {
         let mut proc = Proc::spawn(name, "hookline-worker", &["run"], &self.vars());
         let addr = proc.wait_addr("hookline-worker running").await;
-        let server = Server { proc, addr };
+        let server = Server {
+            proc,
+            addr,
+            admin: addr,
+        };
         server.wait_ready().await;
         server
     }
@@ -287,7 +299,10 @@ impl Drop for TestEnv {
 /// A started ingress or worker.
 pub struct Server {
     pub proc: Proc,
+    /// Where webhooks are posted (the worker: its only listener).
     pub addr: std::net::SocketAddr,
+    /// Where `/readyz` and `/metrics` are served (the ingress's admin listener).
+    pub admin: std::net::SocketAddr,
 }
 
 impl Server {
@@ -295,8 +310,13 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A URL on the admin listener (`/readyz`, `/metrics`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
     async fn wait_ready(&self) {
-        let url = self.url("/readyz");
+        let url = self.admin_url("/readyz");
         crate::eventually(
             &format!("{} /readyz", self.proc.name),
             Duration::from_secs(30),
@@ -310,7 +330,7 @@ impl Server {
 
     /// The Prometheus text this server exposes.
     pub async fn metrics(&self) -> String {
-        crate::get(&self.url("/metrics")).await.body
+        crate::get(&self.admin_url("/metrics")).await.body
     }
 }
 

@@ -69,30 +69,34 @@ impl Answer {
     }
 }
 
-/// One client for every test request: building a client loads the TLS roots, which on a busy
-/// machine took long enough that, with dozens of requests started at once, the ingress closed
-/// connections whose request had not arrived within its 5 s header timeout. Connections are not
-/// pooled, so each request still opens its own, as a fresh client did.
-fn client() -> &'static reqwest::Client {
+/// One client for every [`post`]: building a `reqwest::Client` loads the TLS root store, which
+/// costs enough CPU that 300 concurrent posts, each building its own on a loaded machine, held
+/// connections open without a request for longer than the server's 5 s request-head timeout
+/// (answered `408`, which the client reports as an unexpected message). Connections are not
+/// pooled, so every post is still a fresh connection, as a provider's would be.
+fn client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap_or_else(|e| panic!("test HTTP client: {e}"))
-    })
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("HTTP client")
+        })
+        .clone()
 }
 
 /// Posts `body` with `headers`.
 pub async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Answer {
-    let mut req = client().post(url).body(body.to_vec());
+    let client = client();
+    let mut req = client.post(url).body(body.to_vec());
     for (k, v) in headers {
         req = req.header(k, v);
     }
     let res = req
         .send()
         .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        .unwrap_or_else(|e| panic!("POST {url}: {e:?}"));
     Answer {
         status: res.status().as_u16(),
         headers: res.headers().clone(),

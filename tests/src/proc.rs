@@ -114,6 +114,19 @@ impl Proc {
             .unwrap_or_else(|| panic!("{} start line has no addr: {line}", self.name))
     }
 
+    /// The `addr` and `other` addresses of a server's start line (the ingress logs its admin
+    /// listener beside its public one).
+    pub async fn wait_addrs(&mut self, message: &str, other: &str) -> (SocketAddr, SocketAddr) {
+        let line = self.wait_message(message, Duration::from_secs(30)).await;
+        let get = |field: &str| {
+            line[field]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("{} start line has no {field}: {line}", self.name))
+        };
+        (get("addr"), get(other))
+    }
+
     /// How the process ended, if it has.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

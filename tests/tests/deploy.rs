@@ -272,10 +272,10 @@ async fn settings_ports_probes_commands_and_queues_are_the_binaries_own() {
     }
     let ingress_env = &compose["services"]["ingress"]["environment"];
     let worker_env = &compose["services"]["worker"]["environment"];
-    let ingress_port = port_of(
-        ingress_env["HOOKLINE_INGRESS_ADDR"]
+    let ingress_admin_port = port_of(
+        ingress_env["HOOKLINE_INGRESS_ADMIN_ADDR"]
             .as_str()
-            .expect("ingress addr"),
+            .expect("ingress admin addr"),
     );
     let worker_port = port_of(
         worker_env["HOOKLINE_WORKER_ADDR"]
@@ -289,7 +289,24 @@ async fn settings_ports_probes_commands_and_queues_are_the_binaries_own() {
             "{svc} health check {test}"
         );
     };
-    check("ingress", ingress_port);
+    // Readiness and metrics are on the ingress's admin listener, never on the public one.
+    check("ingress", ingress_admin_port);
+    let prometheus: Value = yaml_docs("deploy/prometheus/prometheus.yml").remove(0);
+    let scrape_port = |job: &str| {
+        prometheus["scrape_configs"]
+            .as_array()
+            .expect("scrape_configs")
+            .iter()
+            .find(|c| c["job_name"] == job)
+            .unwrap_or_else(|| panic!("no scrape job {job}"))["dns_sd_configs"][0]["port"]
+            .as_u64()
+    };
+    assert_eq!(
+        scrape_port("hookline-ingress"),
+        Some(ingress_admin_port),
+        "Prometheus scrapes the ingress's admin port"
+    );
+    assert_eq!(scrape_port("hookline-worker"), Some(worker_port));
     check("worker", worker_port);
     assert!(
         duration(
@@ -317,39 +334,71 @@ async fn settings_ports_probes_commands_and_queues_are_the_binaries_own() {
             .as_str()
             .expect("drain timeout"),
     );
+    // (kind, name, the address providers or the fleet reach, the address probes and scrapes use)
     let workloads = [
-        ("Deployment", "hookline-ingress", "HOOKLINE_INGRESS_ADDR"),
-        ("Deployment", "hookline-worker", "HOOKLINE_WORKER_ADDR"),
-        ("Job", "hookline-migrate", ""),
+        (
+            "Deployment",
+            "hookline-ingress",
+            "HOOKLINE_INGRESS_ADDR",
+            "HOOKLINE_INGRESS_ADMIN_ADDR",
+        ),
+        (
+            "Deployment",
+            "hookline-worker",
+            "HOOKLINE_WORKER_ADDR",
+            "HOOKLINE_WORKER_ADDR",
+        ),
+        ("Job", "hookline-migrate", "", ""),
     ];
-    for (kind, name, addr_var) in workloads {
+    for (kind, name, addr_var, admin_var) in workloads {
         let doc = k8s(kind, name);
         let pod = &doc["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
         commands.extend(invocations(c["command"].as_array().expect("command")));
         let mut addr = None;
+        let mut admin = None;
         for e in c["env"].as_array().expect("env") {
             let n = e["name"].as_str().expect("name");
             assert!(known.contains(n), "{name}: `{n}` is not a hookline setting");
             if n == addr_var {
                 addr = e["value"].as_str().map(str::to_owned);
             }
+            if n == admin_var {
+                admin = e["value"].as_str().map(str::to_owned);
+            }
         }
         if addr_var.is_empty() {
             continue;
         }
         let port = port_of(&addr.unwrap_or_else(|| panic!("{name} sets no {addr_var}")));
+        let admin_port = port_of(&admin.unwrap_or_else(|| panic!("{name} sets no {admin_var}")));
         let ports = c["ports"].as_array().expect("ports");
         assert_eq!(
             ports[0]["containerPort"].as_u64(),
             Some(port),
             "{name}: containerPort"
         );
-        let port_name = ports[0]["name"].as_str().expect("port name");
+        let admin_port_name = ports
+            .iter()
+            .find(|p| p["containerPort"].as_u64() == Some(admin_port))
+            .unwrap_or_else(|| panic!("{name}: no containerPort {admin_port} ({admin_var})"))
+            ["name"]
+            .as_str()
+            .expect("port name");
         for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
             assert_eq!(c[probe]["httpGet"]["path"], path, "{name} {probe}");
-            assert_eq!(c[probe]["httpGet"]["port"], port_name, "{name} {probe}");
+            assert_eq!(
+                c[probe]["httpGet"]["port"], admin_port_name,
+                "{name} {probe}"
+            );
         }
+        let annotations = &doc["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(
+            annotations["prometheus.io/port"].as_str(),
+            Some(admin_port.to_string().as_str()),
+            "{name}: Prometheus scrapes {admin_var}"
+        );
+        assert_eq!(annotations["prometheus.io/path"], "/metrics", "{name}");
         if name == "hookline-worker" {
             let grace = pod["terminationGracePeriodSeconds"]
                 .as_u64()
@@ -414,8 +463,16 @@ async fn settings_ports_probes_commands_and_queues_are_the_binaries_own() {
     let ingress = env.ingress().await;
     let worker = env.worker().await;
     for path in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(get(&ingress.url(path)).await.status, 200, "ingress {path}");
+        assert_eq!(
+            get(&ingress.admin_url(path)).await.status,
+            200,
+            "ingress admin {path}"
+        );
         assert_eq!(get(&worker.url(path)).await.status, 200, "worker {path}");
+    }
+    assert_eq!(get(&ingress.url("/healthz")).await.status, 200);
+    for path in ["/readyz", "/metrics"] {
+        assert_eq!(get(&ingress.url(path)).await.status, 404, "public {path}");
     }
 }
 

@@ -481,7 +481,7 @@ async fn broker_loss_answers_503_quickly_then_recovers_without_restart() {
     eventually(
         "readyz reports the broker down",
         Duration::from_secs(10),
-        || async { (get(&ingress.url("/readyz")).await.status == 503).then_some(()) },
+        || async { (get(&ingress.admin_url("/readyz")).await.status == 503).then_some(()) },
     )
     .await;
 
@@ -742,7 +742,12 @@ async fn secrets_never_reach_logs_or_sources_show_and_metrics_are_exposed() {
     }
 
     assert_eq!(get(&ingress.url("/healthz")).await.status, 200);
-    assert_eq!(get(&ingress.url("/readyz")).await.status, 200);
+    assert_eq!(get(&ingress.admin_url("/healthz")).await.status, 200);
+    assert_eq!(get(&ingress.admin_url("/readyz")).await.status, 200);
+    // The public port, where anyone can post, lists no source ids and no fleet state.
+    for path in ["/metrics", "/readyz"] {
+        assert_eq!(get(&ingress.url(path)).await.status, 404, "public {path}");
+    }
     let metrics = ingress.metrics().await;
     for needle in [
         "hookline_ingress_requests_total{",
@@ -795,6 +800,21 @@ async fn bad_configuration_is_named_without_a_panic() {
     let out = run(vec![("HOOKLINE_INGRESS_ADDR", "not-an-address")]).await;
     assert!(!out.success);
     assert!(out.stderr.contains("HOOKLINE_INGRESS_ADDR"), "{out:?}");
+
+    let out = run(vec![("HOOKLINE_INGRESS_ADMIN_ADDR", "not-an-address")]).await;
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("HOOKLINE_INGRESS_ADMIN_ADDR"),
+        "{out:?}"
+    );
+
+    for (name, value) in [
+        ("HOOKLINE_BODY_TIMEOUT", "0s"),
+        ("HOOKLINE_BODY_MIN_RATE", "slow"),
+    ] {
+        let out = run(vec![(name, value)]).await;
+        assert!(!out.success && out.stderr.contains(name), "{out:?}");
+    }
 
     let out = run(vec![("HOOKLINE_MAX_BODY_BYTES", "-1")]).await;
     assert!(!out.success);

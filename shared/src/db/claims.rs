@@ -1,7 +1,13 @@
 //! Dedup claims, batched. Concurrent claims are gathered for at most `batch_wait` and sent as one
 //! `INSERT … ON CONFLICT … RETURNING`, so the hot path costs one round trip per batch instead of
 //! one commit per request. A claim is `pending` until its publish is confirmed, then `published`;
-//! a pending claim older than the stale window is reclaimable, and a failed publish releases it.
+//! a pending claim older than the stale window is taken over by the next attempt, and a failed
+//! publish releases it. Every attempt at one delivery carries the same event id
+//! ([`DedupKey::event_id`]), so the claim is the fast path, not what correctness rests on: a
+//! second publish of a delivery is absorbed by the worker's idempotence on the event id.
+//!
+//! Claim and mark statements go through [`isolate`]: a bad item fails alone, and contention
+//! (deadlock, serialization, a restarting server) is retried with backoff.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,11 +16,82 @@ use std::time::Duration;
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
+use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
+use super::batch::{RetryPolicy, isolate};
 use super::{DbError, PgPool};
 use crate::ids::{EventId, SourceId};
+
+/// Longest dedup key stored as given; longer keys are replaced by [`LONG_KEY_PREFIX`] + the hex
+/// SHA-256 of the key. PostgreSQL's btree refuses index rows over ~2.7 kB, and nothing legitimate
+/// needs more than a couple of hundred bytes to name a delivery.
+pub const MAX_KEY_BYTES: usize = 200;
+/// Marks a key that was hashed because it was longer than [`MAX_KEY_BYTES`]. Distinct from the
+/// body-hash keys' `sha256:` so the two can never name the same delivery.
+pub const LONG_KEY_PREFIX: &str = "long-sha256:";
+
+/// A dedup key fit for a claim row, an AMQP header and the `events` table: no NUL or other
+/// control characters (PostgreSQL `text` refuses NUL; the others have no business in an id), at
+/// most [`MAX_KEY_BYTES`] after hashing. The only way to make one is [`DedupKey::parse`], so every
+/// key reaches the claim store through this one rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DedupKey(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDedupKey {
+    #[error("the dedup key is empty")]
+    Empty,
+    #[error("the dedup key contains a control character")]
+    ControlCharacter,
+}
+
+impl DedupKey {
+    pub fn parse(raw: &str) -> Result<Self, InvalidDedupKey> {
+        if raw.is_empty() {
+            return Err(InvalidDedupKey::Empty);
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(InvalidDedupKey::ControlCharacter);
+        }
+        if raw.len() <= MAX_KEY_BYTES {
+            return Ok(Self(raw.to_owned()));
+        }
+        Ok(Self(format!(
+            "{LONG_KEY_PREFIX}{}",
+            hex::encode(Sha256::digest(raw.as_bytes()))
+        )))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The event id of the delivery this key names at `source`: the same for every attempt, so a
+    /// re-publish after a crash or a lost confirm carries the id of the first, and the worker's
+    /// idempotence (`events` on conflict, `processed` markers, `webhook-id`) absorbs the copy.
+    /// A UUID v8 (RFC 9562 §5.8; the name-based SHA-256 layout of its appendix B.2) over a
+    /// domain tag, the length-prefixed source id and the key, so no two (source, key) pairs
+    /// collide by concatenation. docs/design-exactly-once.md says why not v7 or v5.
+    pub fn event_id(&self, source: &SourceId) -> EventId {
+        let mut h = Sha256::new();
+        h.update(b"hookline-event-id/v1\0");
+        h.update((source.as_str().len() as u64).to_be_bytes());
+        h.update(source.as_str().as_bytes());
+        h.update(self.0.as_bytes());
+        let digest = h.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        EventId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+}
+
+impl std::fmt::Display for DedupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// What a claim attempt found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,22 +101,15 @@ pub enum Claim {
     Won,
     /// The key was accepted before (within the window) as `event_id`.
     Duplicate { event_id: EventId },
-    /// Another request holds a fresh `pending` claim: its publish may still fail, so the caller
-    /// must wait for the outcome rather than answer "duplicate".
+    /// Another request holds a `pending` claim younger than the stale window: its publish may
+    /// still succeed or fail, so the caller waits and claims again (which takes the claim over
+    /// once it is stale) rather than answer "duplicate".
     InFlight,
-}
-
-/// State of a claim as read back while waiting on an in-flight one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClaimState {
-    Absent,
-    Pending,
-    Published { event_id: EventId },
 }
 
 struct ClaimRequest {
     source_id: SourceId,
-    key: String,
+    key: DedupKey,
     event_id: EventId,
     window: Duration,
     reply: oneshot::Sender<Result<Claim, Arc<DbError>>>,
@@ -47,8 +117,9 @@ struct ClaimRequest {
 
 struct MarkRequest {
     source_id: SourceId,
-    key: String,
+    key: DedupKey,
     event_id: EventId,
+    window: Duration,
     reply: oneshot::Sender<Result<(), Arc<DbError>>>,
 }
 
@@ -65,6 +136,13 @@ pub struct ClaimStore {
 /// Largest batch sent as one statement.
 const MAX_BATCH: usize = 512;
 
+/// Contention (deadlock, serialization, a restarting server) is retried this hard inside a
+/// batch; longer outages surface to the caller (503, or the background mark's own retries).
+const RETRY: RetryPolicy = RetryPolicy {
+    retries: 3,
+    backoff: Duration::from_millis(20),
+};
+
 impl ClaimStore {
     /// Starts the two batchers (claim, mark-published) on the current runtime. `stale_after` is how
     /// old a pending claim must be before another request may take it over.
@@ -78,7 +156,7 @@ impl ClaimStore {
         let (marks, mark_rx) = mpsc::channel(8192);
         // Leave some pool connections for everything else (source reloads, readiness).
         let inflight = Arc::new(Semaphore::new((pool.status().max_size / 2).max(1)));
-        let stale_ms = stale_after.as_millis() as i64;
+        let stale_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
         tokio::spawn(run_batcher(claim_rx, batch_wait, inflight.clone(), {
             let pool = pool.clone();
             let observe = observe.clone();
@@ -107,14 +185,14 @@ impl ClaimStore {
     pub async fn claim(
         &self,
         source_id: &SourceId,
-        key: &str,
+        key: &DedupKey,
         event_id: EventId,
         window: Duration,
     ) -> Result<Claim, Arc<DbError>> {
         let (reply, rx) = oneshot::channel();
         let req = ClaimRequest {
             source_id: source_id.clone(),
-            key: key.to_owned(),
+            key: key.clone(),
             event_id,
             window,
             reply,
@@ -123,18 +201,23 @@ impl ClaimStore {
         rx.await.map_err(|_| closed())?
     }
 
-    /// Marks a won claim published (batched). Only the claim's own event id can mark it.
+    /// Records that `event_id` was confirmed by the broker (batched). An upsert: the row may
+    /// have been released or taken over meanwhile (every attempt carries the same id, so any
+    /// confirmed attempt may mark it), and it must exist afterwards so a retry is answered
+    /// "duplicate" instead of publishing again.
     pub async fn mark_published(
         &self,
         source_id: &SourceId,
-        key: &str,
+        key: &DedupKey,
         event_id: EventId,
+        window: Duration,
     ) -> Result<(), Arc<DbError>> {
         let (reply, rx) = oneshot::channel();
         let req = MarkRequest {
             source_id: source_id.clone(),
-            key: key.to_owned(),
+            key: key.clone(),
             event_id,
+            window,
             reply,
         };
         self.marks.send(req).await.map_err(|_| closed())?;
@@ -145,52 +228,36 @@ impl ClaimStore {
     pub async fn release(
         &self,
         source_id: &SourceId,
-        key: &str,
+        key: &DedupKey,
         event_id: EventId,
-    ) -> Result<(), DbError> {
+    ) -> Result<(), Arc<DbError>> {
         use super::schema::dedup_claims::dsl as c;
         use diesel::{ExpressionMethods, QueryDsl};
-        let mut conn = self.pool.get().await?;
-        diesel::delete(
-            c::dedup_claims
-                .filter(c::source_id.eq(source_id.as_str()))
-                .filter(c::dedup_key.eq(key))
-                .filter(c::event_id.eq(event_id.0))
-                .filter(c::state.eq("pending")),
-        )
-        .execute(&mut conn)
-        .await?;
-        Ok(())
-    }
-
-    /// Reads a claim's state (used while waiting on another request's in-flight claim).
-    pub async fn state(&self, source_id: &SourceId, key: &str) -> Result<ClaimState, DbError> {
-        use super::schema::dedup_claims::dsl as c;
-        use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
-        let mut conn = self.pool.get().await?;
-        let row: Option<(String, Uuid)> = c::dedup_claims
-            .filter(c::source_id.eq(source_id.as_str()))
-            .filter(c::dedup_key.eq(key))
-            .filter(c::expires_at.gt(diesel::dsl::now))
-            .select((c::state, c::event_id))
-            .first(&mut conn)
-            .await
-            .optional()?;
-        Ok(match row {
-            None => ClaimState::Absent,
-            Some((state, id)) if state == "published" => ClaimState::Published {
-                event_id: EventId(id),
-            },
-            Some(_) => ClaimState::Pending,
+        let item = [()];
+        let mut results = isolate(&item, RETRY, |_| async {
+            let mut conn = self.pool.get().await?;
+            diesel::delete(
+                c::dedup_claims
+                    .filter(c::source_id.eq(source_id.as_str()))
+                    .filter(c::dedup_key.eq(key.as_str()))
+                    .filter(c::event_id.eq(event_id.0))
+                    .filter(c::state.eq("pending")),
+            )
+            .execute(&mut conn)
+            .await?;
+            Ok(vec![()])
         })
+        .await;
+        results.pop().unwrap_or(Ok(()))
     }
 
-    /// Deletes up to `limit` expired claims; returns how many. Run periodically.
+    /// Deletes up to `limit` expired claims; returns how many. Run periodically. Rows another
+    /// statement has locked are skipped, so purging never waits on (or deadlocks with) a claim.
     pub async fn purge_expired(&self, limit: i64) -> Result<usize, DbError> {
         let mut conn = self.pool.get().await?;
         let n = diesel::sql_query(
             "DELETE FROM dedup_claims WHERE ctid IN \
-             (SELECT ctid FROM dedup_claims WHERE expires_at < now() LIMIT $1)",
+             (SELECT ctid FROM dedup_claims WHERE expires_at < now() LIMIT $1 FOR UPDATE SKIP LOCKED)",
         )
         .bind::<BigInt, _>(limit)
         .execute(&mut conn)
@@ -201,6 +268,10 @@ impl ClaimStore {
 
 fn closed() -> Arc<DbError> {
     Arc::new(DbError::Pool("claim batcher stopped".into()))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Gathers requests: the first one opens a batch, which closes after `wait` or at [`MAX_BATCH`].
@@ -242,6 +313,28 @@ async fn run_batcher<R, F, Fut>(
     }
 }
 
+/// Keeps the first request per (source, key) and sorts by it: ON CONFLICT cannot touch a row twice
+/// in one statement, and every statement that locks claim rows (claim, mark) takes them in this
+/// one order, so two batches can wait on each other but never deadlock. Later copies get `dup`.
+fn unique_sorted<R>(
+    batch: Vec<R>,
+    key: impl Fn(&R) -> (&SourceId, &DedupKey),
+    mut dup: impl FnMut(R),
+) -> Vec<R> {
+    let mut seen = HashSet::with_capacity(batch.len());
+    let mut unique = Vec::with_capacity(batch.len());
+    for req in batch {
+        let (s, k) = key(&req);
+        if seen.insert((s.clone(), k.clone())) {
+            unique.push(req);
+        } else {
+            dup(req);
+        }
+    }
+    unique.sort_by(|a, b| key(a).cmp(&key(b)));
+    unique
+}
+
 #[derive(QueryableByName)]
 struct ClaimRow {
     #[diesel(sql_type = BigInt)]
@@ -256,6 +349,9 @@ struct ClaimRow {
 
 /// One statement for the whole batch. The final SELECT reads `dedup_claims` from the statement's
 /// snapshot, i.e. the row as it was before this batch: for a lost claim that is the winner's row.
+/// Rows are inserted (and so locked) in `(source_id, dedup_key)` order, the same as [`MARK_SQL`];
+/// `COLLATE "C"` makes that byte order whatever the database's collation, matching the order the
+/// batch was sorted in.
 const CLAIM_SQL: &str = "\
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[])
@@ -263,11 +359,11 @@ WITH input AS (
 ), claimed AS (
     INSERT INTO dedup_claims AS c (source_id, dedup_key, event_id, state, claimed_at, expires_at)
     SELECT source_id, dedup_key, event_id, 'pending', now(), now() + window_ms * interval '1 millisecond'
-    FROM input ORDER BY source_id, dedup_key
+    FROM input ORDER BY source_id COLLATE \"C\", dedup_key COLLATE \"C\"
     ON CONFLICT (source_id, dedup_key) DO UPDATE
         SET event_id = excluded.event_id, state = 'pending', claimed_at = now(), expires_at = excluded.expires_at
         WHERE c.expires_at < now()
-           OR (c.state = 'pending' AND c.claimed_at < now() - $5::bigint * interval '1 millisecond')
+           OR (c.state = 'pending' AND c.claimed_at <= now() - $5::bigint * interval '1 millisecond')
     RETURNING c.source_id, c.dedup_key
 )
 SELECT i.idx, (cl.dedup_key IS NOT NULL) AS won, ex.event_id AS existing_event_id, ex.state AS existing_state
@@ -275,100 +371,357 @@ FROM input i
 LEFT JOIN claimed cl ON cl.source_id = i.source_id AND cl.dedup_key = i.dedup_key
 LEFT JOIN dedup_claims ex ON ex.source_id = i.source_id AND ex.dedup_key = i.dedup_key";
 
-async fn claim_batch(pool: &PgPool, batch: Vec<ClaimRequest>, stale_ms: i64) {
-    // A key may appear only once per statement (ON CONFLICT cannot touch a row twice): later
-    // copies in the same batch are in flight behind the first.
-    let mut seen = HashSet::with_capacity(batch.len());
-    let mut unique = Vec::with_capacity(batch.len());
-    for req in batch {
-        if seen.insert((req.source_id.clone(), req.key.clone())) {
-            unique.push(req);
-        } else {
-            let _ = req.reply.send(Ok(Claim::InFlight));
+/// A batch's columns, owned, so the statement's future does not borrow the batch (what
+/// [`isolate`] asks of it).
+struct Columns {
+    sources: Vec<String>,
+    keys: Vec<String>,
+    event_ids: Vec<Uuid>,
+    windows_ms: Vec<i64>,
+}
+
+impl Columns {
+    fn of<'a>(
+        items: impl ExactSizeIterator<Item = (&'a SourceId, &'a DedupKey, EventId, Duration)>,
+    ) -> Self {
+        let mut c = Columns {
+            sources: Vec::with_capacity(items.len()),
+            keys: Vec::with_capacity(items.len()),
+            event_ids: Vec::with_capacity(items.len()),
+            windows_ms: Vec::with_capacity(items.len()),
+        };
+        for (s, k, id, w) in items {
+            c.sources.push(s.as_str().to_owned());
+            c.keys.push(k.as_str().to_owned());
+            c.event_ids.push(id.0);
+            c.windows_ms.push(millis(w));
         }
-    }
-    let result = async {
-        let mut conn = pool.get().await?;
-        let rows: Vec<ClaimRow> = diesel::sql_query(CLAIM_SQL)
-            .bind::<Array<Text>, _>(
-                unique
-                    .iter()
-                    .map(|r| r.source_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(unique.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
-            .bind::<Array<SqlUuid>, _>(unique.iter().map(|r| r.event_id.0).collect::<Vec<_>>())
-            .bind::<Array<BigInt>, _>(
-                unique
-                    .iter()
-                    .map(|r| r.window.as_millis() as i64)
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<BigInt, _>(stale_ms)
-            .load(&mut conn)
-            .await?;
-        Ok::<_, DbError>(rows)
-    }
-    .await;
-    match result {
-        Ok(rows) => {
-            let mut outcomes: Vec<Option<Claim>> = vec![None; unique.len()];
-            for row in rows {
-                let Some(slot) = usize::try_from(row.idx - 1)
-                    .ok()
-                    .and_then(|i| outcomes.get_mut(i))
-                else {
-                    continue;
-                };
-                *slot = Some(if row.won {
-                    Claim::Won
-                } else {
-                    match (row.existing_state.as_deref(), row.existing_event_id) {
-                        (Some("published"), Some(id)) => Claim::Duplicate {
-                            event_id: EventId(id),
-                        },
-                        // Pending, or inserted by a concurrent statement we cannot see yet.
-                        _ => Claim::InFlight,
-                    }
-                });
-            }
-            for (req, outcome) in unique.into_iter().zip(outcomes) {
-                let _ = req.reply.send(Ok(outcome.unwrap_or(Claim::InFlight)));
-            }
-        }
-        Err(e) => {
-            let e = Arc::new(e);
-            for req in unique {
-                let _ = req.reply.send(Err(e.clone()));
-            }
-        }
+        c
     }
 }
 
+async fn claim_statement(
+    pool: PgPool,
+    cols: Columns,
+    stale_ms: i64,
+) -> Result<Vec<Claim>, DbError> {
+    let n = cols.keys.len();
+    let mut conn = pool.get().await?;
+    let rows: Vec<ClaimRow> = diesel::sql_query(CLAIM_SQL)
+        .bind::<Array<Text>, _>(&cols.sources)
+        .bind::<Array<Text>, _>(&cols.keys)
+        .bind::<Array<SqlUuid>, _>(&cols.event_ids)
+        .bind::<Array<BigInt>, _>(&cols.windows_ms)
+        .bind::<BigInt, _>(stale_ms)
+        .load(&mut conn)
+        .await?;
+    let mut outcomes = vec![Claim::InFlight; n];
+    for row in rows {
+        let Some(slot) = usize::try_from(row.idx - 1)
+            .ok()
+            .and_then(|i| outcomes.get_mut(i))
+        else {
+            continue;
+        };
+        *slot = if row.won {
+            Claim::Won
+        } else {
+            match (row.existing_state.as_deref(), row.existing_event_id) {
+                (Some("published"), Some(id)) => Claim::Duplicate {
+                    event_id: EventId(id),
+                },
+                // Pending, or inserted by a concurrent statement we cannot see yet.
+                _ => Claim::InFlight,
+            }
+        };
+    }
+    Ok(outcomes)
+}
+
+async fn claim_batch(pool: &PgPool, batch: Vec<ClaimRequest>, stale_ms: i64) {
+    // Later copies of a key in the same batch are in flight behind the first.
+    let unique = unique_sorted(
+        batch,
+        |r| (&r.source_id, &r.key),
+        |r| {
+            let _ = r.reply.send(Ok(Claim::InFlight));
+        },
+    );
+    let results = isolate(&unique, RETRY, |items: &[ClaimRequest]| {
+        let cols = Columns::of(
+            items
+                .iter()
+                .map(|r| (&r.source_id, &r.key, r.event_id, r.window)),
+        );
+        claim_statement(pool.clone(), cols, stale_ms)
+    })
+    .await;
+    for (req, result) in unique.into_iter().zip(results) {
+        let _ = req.reply.send(result);
+    }
+}
+
+/// An upsert rather than an UPDATE so that it locks rows through the primary key in the same
+/// order as [`CLAIM_SQL`] (an `UPDATE … FROM unnest` locks them in whatever order its join
+/// produces, which deadlocked against concurrent claims), and so a confirmed event's row exists
+/// afterwards even if a release or an expiry removed it meanwhile. A row already published (under
+/// an id from before ids were derived) keeps its id.
 const MARK_SQL: &str = "\
-UPDATE dedup_claims c SET state = 'published'
-FROM unnest($1::text[], $2::text[], $3::uuid[]) AS t(source_id, dedup_key, event_id)
-WHERE c.source_id = t.source_id AND c.dedup_key = t.dedup_key AND c.event_id = t.event_id";
+INSERT INTO dedup_claims AS c (source_id, dedup_key, event_id, state, claimed_at, expires_at)
+SELECT source_id, dedup_key, event_id, 'published', now(), now() + window_ms * interval '1 millisecond'
+FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[]) AS t(source_id, dedup_key, event_id, window_ms)
+ORDER BY source_id COLLATE \"C\", dedup_key COLLATE \"C\"
+ON CONFLICT (source_id, dedup_key) DO UPDATE
+    SET state = 'published', event_id = excluded.event_id,
+        expires_at = GREATEST(c.expires_at, excluded.expires_at)
+    WHERE c.state = 'pending' OR c.expires_at < now()";
+
+async fn mark_statement(pool: PgPool, cols: Columns) -> Result<Vec<()>, DbError> {
+    let n = cols.keys.len();
+    let mut conn = pool.get().await?;
+    diesel::sql_query(MARK_SQL)
+        .bind::<Array<Text>, _>(&cols.sources)
+        .bind::<Array<Text>, _>(&cols.keys)
+        .bind::<Array<SqlUuid>, _>(&cols.event_ids)
+        .bind::<Array<BigInt>, _>(&cols.windows_ms)
+        .execute(&mut conn)
+        .await?;
+    Ok(vec![(); n])
+}
 
 async fn mark_batch(pool: &PgPool, batch: Vec<MarkRequest>) {
-    let result = async {
-        let mut conn = pool.get().await?;
-        diesel::sql_query(MARK_SQL)
-            .bind::<Array<Text>, _>(
-                batch
-                    .iter()
-                    .map(|r| r.source_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(batch.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
-            .bind::<Array<SqlUuid>, _>(batch.iter().map(|r| r.event_id.0).collect::<Vec<_>>())
-            .execute(&mut conn)
-            .await?;
-        Ok::<_, DbError>(())
-    }
+    // Two marks of one key in a batch carry the same id (ids are derived from the key): the
+    // first one's outcome answers both.
+    let mut dups = Vec::new();
+    let unique = unique_sorted(batch, |r| (&r.source_id, &r.key), |r| dups.push(r));
+    let results = isolate(&unique, RETRY, |items: &[MarkRequest]| {
+        let cols = Columns::of(
+            items
+                .iter()
+                .map(|r| (&r.source_id, &r.key, r.event_id, r.window)),
+        );
+        mark_statement(pool.clone(), cols)
+    })
     .await;
-    let result = result.map_err(Arc::new);
-    for req in batch {
-        let _ = req.reply.send(result.clone());
+    for d in dups {
+        let result = unique
+            .iter()
+            .zip(&results)
+            .find(|(u, _)| u.source_id == d.source_id && u.key == d.key)
+            .map_or(Ok(()), |(_, r)| r.clone());
+        let _ = d.reply.send(result);
+    }
+    for (req, result) in unique.into_iter().zip(results) {
+        let _ = req.reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh, migrated database on the shared PostgreSQL (real, never a mock), dropped at the
+    /// end of the test.
+    struct TestDb {
+        name: String,
+        url: String,
+    }
+
+    const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    impl TestDb {
+        async fn new() -> Self {
+            use diesel_async::AsyncConnection;
+            let name = format!("hl_u_{:016x}", rand::random::<u64>());
+            let mut admin = diesel_async::AsyncPgConnection::establish(ADMIN_URL)
+                .await
+                .expect("PostgreSQL at 127.0.0.1:5432");
+            diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut admin)
+                .await
+                .expect("create database");
+            let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+            crate::db::migrate(&url).await.expect("migrate");
+            Self { name, url }
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let name = self.name.clone();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    use diesel_async::AsyncConnection;
+                    if let Ok(mut admin) =
+                        diesel_async::AsyncPgConnection::establish(ADMIN_URL).await
+                    {
+                        let _ = diesel::sql_query(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .execute(&mut admin)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    fn store(db: &TestDb, stale_after: Duration) -> ClaimStore {
+        let pool = crate::db::pool(&db.url, 8).expect("pool");
+        ClaimStore::start(
+            pool,
+            Duration::from_millis(5),
+            stale_after,
+            Arc::new(|_, _| {}),
+        )
+    }
+
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    /// The safety net behind `DedupKey::parse`: a key the database refuses (here a NUL, which
+    /// `parse` would have refused first) fails alone, permanently; its batch-mates are claimed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_the_database_refuses_fails_alone() {
+        let db = TestDb::new().await;
+        let claims = store(&db, Duration::from_secs(2));
+        let src = source();
+        let bad = DedupKey("bad\0key".to_owned());
+        let good: Vec<DedupKey> = (0..40)
+            .map(|i| DedupKey::parse(&format!("good-{i}")).unwrap())
+            .collect();
+        let (bad_result, good_results) = futures::join!(
+            claims.claim(&src, &bad, bad.event_id(&src), WEEK),
+            futures::future::join_all(good.iter().map(|k| claims.claim(
+                &src,
+                k,
+                k.event_id(&src),
+                WEEK
+            ))),
+        );
+        let e = bad_result.expect_err("NUL is refused");
+        assert!(e.is_permanent(), "{e}");
+        for r in good_results {
+            assert_eq!(r.expect("claimed"), Claim::Won);
+        }
+    }
+
+    /// Issue 10 #3: claims and marks of the same keys from two replicas, in opposite orders, all
+    /// at once. They lock rows in one order, so none fails (a deadlock would surface after
+    /// `isolate`'s retries), and every mark lands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_and_marks_in_opposite_orders_never_deadlock() {
+        let db = TestDb::new().await;
+        let a = store(&db, Duration::ZERO);
+        let b = store(&db, Duration::ZERO);
+        let src = source();
+        let keys: Vec<DedupKey> = (0..300)
+            .map(|i| DedupKey::parse(&format!("k-{i:04}")).unwrap())
+            .collect();
+        for round in 0..5 {
+            let forward = futures::future::join_all(keys.iter().map(|k| async {
+                a.claim(&src, k, k.event_id(&src), WEEK).await?;
+                a.mark_published(&src, k, k.event_id(&src), WEEK).await
+            }));
+            let backward = futures::future::join_all(keys.iter().rev().map(|k| async {
+                b.mark_published(&src, k, k.event_id(&src), WEEK).await?;
+                b.claim(&src, k, k.event_id(&src), WEEK).await.map(|_| ())
+            }));
+            let (f, r) = futures::join!(forward, backward);
+            for result in f.into_iter().chain(r) {
+                result.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
+        for k in &keys {
+            let again = a.claim(&src, k, k.event_id(&src), WEEK).await.unwrap();
+            assert_eq!(
+                again,
+                Claim::Duplicate {
+                    event_id: k.event_id(&src)
+                }
+            );
+        }
+    }
+
+    /// A pending claim is taken over once stale, under the same id; a published one is a
+    /// duplicate; a mark after a release still leaves the row published.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_pending_claims_are_taken_over_and_marks_upsert() {
+        let db = TestDb::new().await;
+        let claims = store(&db, Duration::from_millis(300));
+        let src = source();
+        let k = DedupKey::parse("delivery-1").unwrap();
+        let id = k.event_id(&src);
+        assert_eq!(claims.claim(&src, &k, id, WEEK).await.unwrap(), Claim::Won);
+        assert_eq!(
+            claims.claim(&src, &k, id, WEEK).await.unwrap(),
+            Claim::InFlight
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(claims.claim(&src, &k, id, WEEK).await.unwrap(), Claim::Won);
+        claims.release(&src, &k, id).await.unwrap();
+        claims.mark_published(&src, &k, id, WEEK).await.unwrap();
+        assert_eq!(
+            claims.claim(&src, &k, id, WEEK).await.unwrap(),
+            Claim::Duplicate { event_id: id }
+        );
+    }
+
+    fn source() -> SourceId {
+        SourceId::parse("src").unwrap()
+    }
+
+    #[test]
+    fn keys_refuse_control_characters_and_hash_long_ones() {
+        assert_eq!(DedupKey::parse("4242:abc").unwrap().as_str(), "4242:abc");
+        for bad in ["", "a\0b", "a\tb", "a\nb", "a\u{7f}", "a\u{85}b"] {
+            assert!(DedupKey::parse(bad).is_err(), "{bad:?}");
+        }
+        let at_limit = "k".repeat(MAX_KEY_BYTES);
+        assert_eq!(DedupKey::parse(&at_limit).unwrap().as_str(), at_limit);
+        let long = DedupKey::parse(&"k".repeat(9_000)).unwrap();
+        assert!(long.as_str().starts_with(LONG_KEY_PREFIX), "{long}");
+        assert_eq!(long.as_str().len(), LONG_KEY_PREFIX.len() + 64);
+        assert_ne!(long, DedupKey::parse(&"k".repeat(9_001)).unwrap());
+    }
+
+    #[test]
+    fn event_ids_are_derived_from_source_and_key() {
+        let k = DedupKey::parse("4242:abc").unwrap();
+        let id = k.event_id(&source());
+        assert_eq!(id, k.event_id(&source()), "every attempt gets the same id");
+        assert_eq!(id.0.get_version_num(), 8);
+        assert_eq!(id.0.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(id, k.event_id(&SourceId::parse("src2").unwrap()));
+        assert_ne!(id, DedupKey::parse("4242:abd").unwrap().event_id(&source()));
+        // Length-prefixed: moving a character from the source id to the key changes the id.
+        assert_ne!(
+            DedupKey::parse("bc")
+                .unwrap()
+                .event_id(&SourceId::parse("a").unwrap()),
+            DedupKey::parse("c")
+                .unwrap()
+                .event_id(&SourceId::parse("ab").unwrap()),
+        );
+    }
+
+    #[test]
+    fn batches_are_unique_and_sorted() {
+        let k = |s: &str| DedupKey::parse(s).unwrap();
+        let batch = vec![
+            (source(), k("b")),
+            (source(), k("a")),
+            (source(), k("b")),
+            (SourceId::parse("a").unwrap(), k("z")),
+        ];
+        let mut dups = 0;
+        let out = unique_sorted(batch, |(s, k)| (s, k), |_| dups += 1);
+        assert_eq!(dups, 1);
+        let keys: Vec<_> = out.iter().map(|(s, k)| format!("{s}/{k}")).collect();
+        assert_eq!(keys, ["a/z", "src/a", "src/b"]);
     }
 }
