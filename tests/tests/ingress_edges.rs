@@ -16,8 +16,16 @@ fn uid() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// A new issue body each call: GitHub's dedup key is the hash of the (signed) body.
 fn issue_body(n: u64) -> Vec<u8> {
-    format!(r#"{{"action":"opened","issue":{{"id":{n},"title":"bug {n}"}}}}"#).into_bytes()
+    let u = uid();
+    format!(r#"{{"action":"opened","issue":{{"id":{n},"title":"bug {n}","node_id":"{u}"}}}}"#)
+        .into_bytes()
+}
+
+/// A Stripe event whose (signed) `id`, its dedup key, is `id`.
+fn stripe_body(id: &str) -> Vec<u8> {
+    format!(r#"{{"id":"{id}","type":"customer.created","data":{{"object":{{}}}}}}"#).into_bytes()
 }
 
 fn url(ingress: &Server, source: &str) -> String {
@@ -53,27 +61,28 @@ async fn a_bad_dedup_key_never_fails_other_requests() {
     env.set("HOOKLINE_PUBLISH_TIMEOUT", "15s");
     env.set("HOOKLINE_DATABASE_POOL_SIZE", "8");
     let victim = github_source(&env, "innocent").await;
-    let attacker = github_source(&env, "hostile").await;
     let stripe = env.add_source("stripe", "whsec_edges", &[]).await;
     let ingress = env.ingress().await;
 
-    let body = issue_body(1);
-    let long_delivery = "d".repeat(9 * 1024);
-    let long = sign::github(SECRET, "issues", &long_delivery, &body);
-    let tab = sign::github(SECRET, "issues", "a\tb", &body);
+    let long_body = stripe_body(&format!("evt_{}", "d".repeat(9 * 1024)));
+    let long = sign::stripe("whsec_edges", unix_now(), &long_body);
+    let tab_body = stripe_body("evt_a\\tb");
+    let tab = sign::stripe("whsec_edges", unix_now(), &tab_body);
     let nul_body = br#"{"id":"evt_\u0000nul","type":"customer.created","data":{"object":{}}}"#;
     let nul = sign::stripe("whsec_edges", unix_now(), nul_body);
 
-    let innocent: Vec<Headers> = (0..300)
-        .map(|_| sign::github(SECRET, "issues", &uid(), &body))
+    let innocent: Vec<(Headers, Vec<u8>)> = (0..300)
+        .map(|n| {
+            let body = issue_body(1000 + n);
+            (sign::github(SECRET, "issues", &uid(), &body), body)
+        })
         .collect();
     let victim_url = url(&ingress, &victim);
-    let attacker_url = url(&ingress, &attacker);
     let stripe_url = url(&ingress, &stripe);
     let odd = async {
         futures::join!(
-            post(&attacker_url, &long, &body),
-            post(&attacker_url, &tab, &body),
+            post(&stripe_url, &long, &long_body),
+            post(&stripe_url, &tab, &tab_body),
             post(&stripe_url, &nul, nul_body),
         )
     };
@@ -81,7 +90,7 @@ async fn a_bad_dedup_key_never_fails_other_requests() {
     // ingress and other tests, and a connection whose request it cannot write within the
     // server's 5 s head timeout would be answered 408, which says nothing about the keys.
     use futures::StreamExt as _;
-    let innocents = futures::stream::iter(innocent.iter().map(|h| post(&victim_url, h, &body)))
+    let innocents = futures::stream::iter(innocent.iter().map(|(h, b)| post(&victim_url, h, b)))
         .buffered(60)
         .collect::<Vec<_>>();
     let (answers, (long_answer, tab_answer, nul_answer)) = futures::join!(innocents, odd);
@@ -97,7 +106,7 @@ async fn a_bad_dedup_key_never_fails_other_requests() {
 
     // The long key is hashed to a fixed length and queued; a retry is its duplicate.
     assert_eq!(long_answer.status, 202, "{long_answer:?}");
-    let again = post(&attacker_url, &long, &body).await;
+    let again = post(&stripe_url, &long, &long_body).await;
     assert_eq!(
         (again.status, again.json()["id"].clone()),
         (200, long_answer.json()["id"].clone())
@@ -106,7 +115,7 @@ async fn a_bad_dedup_key_never_fails_other_requests() {
         .db
         .query_one(
             "select dedup_key from dedup_claims where source_id = $1",
-            &[&attacker],
+            &[&stripe],
         )
         .await
         .expect("the long key's claim");
@@ -156,10 +165,11 @@ async fn a_content_type_over_255_bytes_is_answered_and_the_process_lives() {
     }
     let a = post(&url(&ingress, &github), &headers, &body).await;
     assert_eq!(a.status, 202, "{a:?}");
+    let second = issue_body(2);
     let b = post(
         &url(&ingress, &github),
-        &sign::github(SECRET, "issues", &uid(), &body),
-        &body,
+        &sign::github(SECRET, "issues", &uid(), &second),
+        &second,
     )
     .await;
     assert_eq!(b.status, 202, "the process is still serving");
@@ -290,13 +300,13 @@ async fn trickled_bodies_are_cut_off_with_408() {
     assert_eq!(a.status, 202, "{a:?}");
 }
 
-/// The claim of `source`'s delivery `delivery`, as `(state, event_id)`.
-async fn claim(env: &TestEnv, source: &str, delivery: &str) -> Option<(String, String)> {
+/// The claim of `source`'s delivery of `body`, as `(state, event_id)`.
+async fn claim(env: &TestEnv, source: &str, body: &[u8]) -> Option<(String, String)> {
     env.db
         .query_opt(
             "select state, event_id::text from dedup_claims \
-             where source_id = $1 and dedup_key = '4242:' || $2",
-            &[&source, &delivery],
+             where source_id = $1 and dedup_key = 'sha256:' || encode(sha256($2), 'hex')",
+            &[&source, &body],
         )
         .await
         .expect("claim query")
@@ -323,9 +333,8 @@ async fn a_claim_left_pending_by_a_killed_ingress_is_taken_over_with_the_same_id
     let github = github_source(&env, "acme").await;
     let mut a = env.named_ingress("ingress-a").await;
     let b = env.named_ingress("ingress-b").await;
-    let body = issue_body(4);
-
     for (n, claimed_ago) in [(0, "1 minute"), (1, "0 seconds")] {
+        let body = issue_body(4);
         let delivery = uid();
         let headers = sign::github(SECRET, "issues", &delivery, &body);
         let first = post(&url(&a, &github), &headers, &body).await;
@@ -335,7 +344,7 @@ async fn a_claim_left_pending_by_a_killed_ingress_is_taken_over_with_the_same_id
             "the claim is published",
             Duration::from_secs(10),
             || async {
-                claim(&env, &github, &delivery)
+                claim(&env, &github, &body)
                     .await
                     .filter(|(state, _)| state == "published")
             },
@@ -346,9 +355,9 @@ async fn a_claim_left_pending_by_a_killed_ingress_is_taken_over_with_the_same_id
             .execute(
                 &format!(
                     "update dedup_claims set state = 'pending', \
-                     claimed_at = now() - interval '{claimed_ago}' where dedup_key = '4242:' || $1"
+                     claimed_at = now() - interval '{claimed_ago}' where dedup_key = 'sha256:' || encode(sha256($1), 'hex')"
                 ),
-                &[&delivery],
+                &[&body],
             )
             .await
             .expect("reset claim");
@@ -404,7 +413,7 @@ async fn a_retry_after_a_lost_confirm_republishes_the_same_id() {
         "the claim is published",
         Duration::from_secs(10),
         || async {
-            claim(&env, &github, &delivery)
+            claim(&env, &github, &body)
                 .await
                 .filter(|(state, _)| state == "published")
         },
@@ -442,8 +451,8 @@ async fn a_confirmed_delivery_retried_at_another_replica_is_answered_promptly_wi
     let github = github_source(&env, "acme").await;
     let a = env.named_ingress("ingress-a").await;
     let b = env.named_ingress("ingress-b").await;
-    let body = issue_body(6);
     for _ in 0..20 {
+        let body = issue_body(6);
         let headers = sign::github(SECRET, "issues", &uid(), &body);
         let first = post(&url(&a, &github), &headers, &body).await;
         assert_eq!(first.status, 202);
