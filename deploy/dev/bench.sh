@@ -7,12 +7,18 @@
 #                                queues, the broker's background work shows in the tail latency)
 #   2 raw confirmed publish      the broker's ceiling for persistent 1 KiB publishes with confirms
 #   3 ingress flat out           signed GitHub webhooks, 10% duplicates, 64 connections
-#   4 raw consume-and-ack        the broker's ceiling for what a worker does with a message
-#   5 worker, 1 replica          events/s from a pre-filled queue through parse, route, store
-#   6 worker, 2 replicas         the same with two replicas
+#   4 mixed providers flat out   the same over 20 sources of 11 providers (round robin)
+#   5 raw consume-and-ack        the broker's ceiling for what a worker does with a message
+#   6 worker, 1 replica          events/s from a pre-filled queue through parse, route, store
+#   7 worker, 2 replicas         the same with two replicas
 #
-# Durations and sizes: BENCH_RAW (10s), BENCH_FLAT (20s), BENCH_FIXED (20s), BENCH_RATE (2000),
-# BENCH_EVENTS (50000).
+# Every ingress phase also reports, from /proc over the same window, the CPU time per accepted
+# request of the ingress, RabbitMQ (beam.smp, less its idle rate measured just before: the broker
+# is shared), the PostgreSQL backends connected to the bench database and the load generator,
+# and the ingress's peak RSS. A summary of the headline figures closes the run.
+#
+# Durations and sizes: BENCH_RAW (10s), BENCH_FLAT (20s), BENCH_FIXED (20s), BENCH_MIXED (15s),
+# BENCH_RATE (2000), BENCH_EVENTS (50000). BENCH_PHASES=ingress skips the worker phases.
 set -euo pipefail
 export HOOKLINE_PROFILE=release
 . "$(dirname "$0")/env.sh"
@@ -22,6 +28,8 @@ flat_for="${BENCH_FLAT:-20s}"
 fixed_for="${BENCH_FIXED:-20s}"
 rate="${BENCH_RATE:-2000}"
 events="${BENCH_EVENTS:-50000}"
+mixed_for="${BENCH_MIXED:-15s}"
+phases="${BENCH_PHASES:-all}"
 
 db=hookline_bench
 vhost=hookline-bench
@@ -58,6 +66,13 @@ curl -fsS -u guest:guest -X PUT "$api/permissions/$vhost/guest" -H 'content-type
 "$bin/hookline-worker" topology declare >/dev/null
 "$bin/hookline-worker" sources add --provider github --tenant bench --id bench-github \
   --secret-env HOOKLINE_BENCH_SECRET >/dev/null
+# The mixed phase's twenty sources: id provider secret [option...]
+"$bin/hookline-loadgen" mixed-sources | while read -r id provider secret options; do
+  opts=()
+  for o in $options; do opts+=(--option "$o"); done
+  printf '%s' "$secret" | "$bin/hookline-worker" sources add --provider "$provider" --tenant bench \
+    --id "$id" --secret-stdin "${opts[@]}" >/dev/null
+done
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/{print $2}') GiB; $(psql --version | head -1); RabbitMQ $(rabbitmqctl -q version 2>/dev/null || echo '?')"
@@ -65,21 +80,48 @@ echo "machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/{print $2}') GiB; $
 "$bin/hookline-ingress" > "$root/.hookline/bench-ingress.log" 2>&1 &
 pids+=($!)
 wait_http "http://$HOOKLINE_INGRESS_ADMIN_ADDR/readyz"
+ingress_pid=$!
 url="http://$HOOKLINE_INGRESS_ADDR/webhooks/bench-github"
 lg="$bin/hookline-loadgen"
+# What each ingress phase measures besides latency: CPU per accepted request and peak RSS.
+rabbit_pid="$(pgrep -o -x beam.smp || true)"
+watch=(--cpu "ingress=$ingress_pid" --pg-db "$db")
+[ -n "$rabbit_pid" ] && watch+=(--cpu "rabbitmq=$rabbit_pid" --idle-baseline 2s)
 
 say "1 ingress at $rate req/s ($fixed_for)"
-"$lg" ingress --url "$url" --rate "$rate" --duration "$fixed_for" --concurrency 256 --duplicates 0.1 | tee -a "$results"
+"$lg" ingress --url "$url" --rate "$rate" --duration "$fixed_for" --concurrency 256 --duplicates 0.1 "${watch[@]}" | tee -a "$results"
 purge_work
 
 say "2 raw confirmed publish (the ceiling)"
 "$lg" raw-publish --amqp-url "$HOOKLINE_AMQP_URL" --duration "$raw_for" | tee -a "$results"
 
 say "3 ingress flat out ($flat_for, 64 connections, 10% duplicates)"
-"$lg" ingress --url "$url" --duration "$flat_for" --concurrency 64 --duplicates 0.1 | tee -a "$results"
+"$lg" ingress --url "$url" --duration "$flat_for" --concurrency 64 --duplicates 0.1 "${watch[@]}" | tee -a "$results"
 purge_work
 
-say "4 raw consume-and-ack (the worker's ceiling)"
+say "4 mixed providers flat out ($mixed_for, 20 sources of 11 providers, 64 connections, 10% duplicates)"
+"$lg" ingress --mixed "http://$HOOKLINE_INGRESS_ADDR/webhooks" --duration "$mixed_for" --concurrency 64 \
+  --duplicates 0.1 "${watch[@]}" | tee -a "$results"
+purge_work
+
+summary() {
+  echo
+  echo "== summary (${results#$root/})"
+  grep '^{' "$results" | jq -rs '
+    def r: . * 10 | round / 10;
+    (map(select(.phase == "raw_publish"))[0].per_s // 0) as $ceiling
+    | .[] | select(.phase == "ingress") as $p
+    | ($p.cpu // {}) as $c
+    | "ingress \(if $p.mixed then "mixed, " else "" end)\(if $p.rate then "at \($p.rate)/s" else "flat out" end): \($p.accepted_per_s | round) accepted/s + \($p.duplicates / $p.seconds | round) duplicates/s\(if ($p.rate | not) and $ceiling > 0 then " (\($p.accepted_per_s / $ceiling * 100 | round)% of the ceiling \($ceiling | round)/s)" else "" end), p50 \($p.p50_ms | r) ms, p99 \($p.p99_ms | r) ms, errors \($p.errors_5xx + $p.errors_other + $p.errors_transport)\n    CPU µs per accepted: ingress \($c.ingress.us_per_accepted // 0 | r), rabbitmq \($c.rabbitmq.us_per_accepted // 0 | r), postgres \($c.postgres.us_per_accepted // 0 | r) (load generator \($c.loadgen.us_per_accepted // 0 | r)); ingress peak RSS \($p.rss.ingress.peak_rss_mb_in_run // 0 | r) MB"
+  '
+}
+
+if [ "$phases" = ingress ]; then
+  summary
+  exit 0
+fi
+
+say "5 raw consume-and-ack (the worker's ceiling)"
 "$lg" raw-consume --amqp-url "$HOOKLINE_AMQP_URL" --count "$events" | tee -a "$results"
 
 worker_phase() { # replicas
@@ -109,10 +151,9 @@ worker_phase() { # replicas
          from events" | tee -a "$results" | sed "s/^/worker x$replicas: /"
 }
 
-say "5 worker, 1 replica ($events events)"
+say "6 worker, 1 replica ($events events)"
 worker_phase 1
-say "6 worker, 2 replicas ($events events)"
+say "7 worker, 2 replicas ($events events)"
 worker_phase 2
 
-echo
-echo "figures saved in ${results#$root/}"
+summary

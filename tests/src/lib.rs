@@ -9,8 +9,10 @@
 //! - [`Destination`]: a scriptable HTTP receiver for the worker's `http` handler.
 //! - [`TcpProxy`]: sits between hookline and RabbitMQ so a test can cut the broker off.
 //! - [`eventually`]: polls a condition until a deadline.
+//! - [`bench`]: the mixed-provider sources and `/proc` readings of `make bench`.
 //! - [`chaos`]: the crash/fault suite: its own broker cluster and database, crashed under load.
 
+pub mod bench;
 pub mod chaos;
 pub mod dest;
 pub mod env;

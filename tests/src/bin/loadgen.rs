@@ -1,8 +1,13 @@
 //! hookline's load generator (`make bench`).
 //!
-//! - `ingress`: signs every request uniquely (GitHub scheme) and posts it to the real ingress,
-//!   at a fixed rate (open loop: latency is measured from the scheduled send time, so a stall is
-//!   not hidden by sending less) or flat out, with a share of duplicates.
+//! - `ingress`: signs every request uniquely and posts it to the real ingress, at a fixed rate
+//!   (open loop: latency is measured from the scheduled send time, so a stall is not hidden by
+//!   sending less) or flat out, with a share of duplicates; to one GitHub source, or round robin
+//!   to twenty sources of eleven providers (`--mixed`, sources from `mixed-sources`). With
+//!   `--cpu name=pid` (and `--pg-db`) it reads the CPU time of the ingress, the broker and the
+//!   database backends from `/proc` over the same window and reports µs per accepted request,
+//!   with each process's peak RSS (`--rss-every`: the RSS series, for the soak). Transport
+//!   errors and unexpected statuses are reported by kind, with the first message of each.
 //! - `raw-publish`: the ceiling: persistent publishes of the same size with confirms, straight
 //!   to a quorum queue of the same broker.
 //! - `raw-consume`: the worker's ceiling: consume-and-ack of a pre-filled quorum queue.
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use hmac::{Hmac, KeyInit, Mac};
+use hookline_tests::bench;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -28,7 +33,6 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rand::Rng;
-use sha2::Sha256;
 use tokio::sync::Mutex;
 
 #[derive(Parser)]
@@ -43,30 +47,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Signed GitHub webhooks against the ingress.
-    Ingress {
-        /// e.g. http://127.0.0.1:8080/webhooks/bench-github
-        #[arg(long)]
-        url: String,
-        /// Environment variable holding the source's secret.
+    /// Signed webhooks against the ingress: one GitHub source (`--url`) or twenty sources of
+    /// eleven providers (`--mixed`).
+    Ingress(IngressArgs),
+    /// Prints the mixed phase's sources, one per line: `id provider secret [option…]`, for the
+    /// bench script to create with `hookline-worker sources add`.
+    MixedSources {
+        /// Environment variable holding the seed the secrets are derived from.
         #[arg(long, default_value = "HOOKLINE_BENCH_SECRET")]
         secret_env: String,
-        /// Requests per second (open loop); without it, flat out.
-        #[arg(long)]
-        rate: Option<u64>,
-        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Connections (flat out) or most requests in flight (fixed rate).
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Share of requests that repeat an earlier delivery.
-        #[arg(long, default_value_t = 0.1)]
-        duplicates: f64,
-        #[arg(long, default_value_t = 1024)]
-        body_size: usize,
-        /// Stop after this many accepted (202) requests (for pre-filling a queue).
-        #[arg(long)]
-        accepted: Option<u64>,
     },
     /// Providers through faults: writes `requests.csv` and `deliveries.jsonl` into `--out`.
     Chaos(hookline_tests::chaos::provider::Args),
@@ -97,32 +86,83 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct IngressArgs {
+    /// The GitHub source's URL, e.g. http://127.0.0.1:8080/webhooks/bench-github
+    #[arg(long, required_unless_present = "mixed")]
+    url: Option<String>,
+    /// The ingress's `/webhooks` base URL: send to the twenty sources of `mixed-sources`,
+    /// round robin, instead of `--url`.
+    #[arg(long)]
+    mixed: Option<String>,
+    /// Environment variable holding the source's secret (the seed, with `--mixed`).
+    #[arg(long, default_value = "HOOKLINE_BENCH_SECRET")]
+    secret_env: String,
+    /// Requests per second (open loop); without it, flat out.
+    #[arg(long)]
+    rate: Option<u64>,
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Connections (flat out) or most requests in flight (fixed rate).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Share of requests that repeat an earlier delivery.
+    #[arg(long, default_value_t = 0.1)]
+    duplicates: f64,
+    #[arg(long, default_value_t = 1024)]
+    body_size: usize,
+    /// Stop after this many accepted (202) requests (for pre-filling a queue).
+    #[arg(long)]
+    accepted: Option<u64>,
+    /// Stop after this many requests (for instruction counts per request).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// A process whose CPU time over the run is reported per accepted request, `name=pid`
+    /// (repeatable); its peak RSS is reported too.
+    #[arg(long = "cpu", value_parser = parse_watch)]
+    watch: Vec<(String, u32)>,
+    /// Also report the CPU of the PostgreSQL backends connected to this database (as
+    /// `postgres`), read from `pg_stat_activity` at the start and the end of the run.
+    #[arg(long)]
+    pg_db: Option<String>,
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_admin_url: String,
+    /// Measure each watched process idle this long before the load and subtract that rate (for
+    /// a broker or database shared with other work); 0: off.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    idle_baseline: Duration,
+    /// Print the RSS of every watched process at this interval (a series, for the soak).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    rss_every: Option<Duration>,
+}
+
+fn parse_watch(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected name=pid"))?;
+    let pid = pid
+        .parse()
+        .map_err(|_| format!("`{pid}` is not a process id"))?;
+    Ok((name.to_owned(), pid))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Ingress {
-            url,
-            secret_env,
-            rate,
-            duration,
-            concurrency,
-            duplicates,
-            body_size,
-            accepted,
-        } => {
-            let secret = std::env::var(&secret_env)
+        Command::Ingress(args) => ingress(args).await,
+        Command::MixedSources { secret_env } => {
+            let seed = std::env::var(&secret_env)
                 .with_context(|| format!("--secret-env: `{secret_env}` is not set"))?;
-            ingress(IngressRun {
-                url,
-                secret,
-                rate,
-                duration,
-                concurrency,
-                duplicates,
-                body_size,
-                stop_after: accepted,
-            })
-            .await
+            for s in bench::mixed_sources(&seed) {
+                println!(
+                    "{} {} {} {}",
+                    s.id,
+                    s.kind.provider(),
+                    s.secret,
+                    s.options.join(" ")
+                );
+            }
+            Ok(())
         }
         Command::Chaos(args) => hookline_tests::chaos::provider::run(args).await,
         Command::RawPublish {
@@ -141,93 +181,102 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-struct IngressRun {
-    url: String,
-    secret: String,
-    rate: Option<u64>,
-    duration: Duration,
-    concurrency: usize,
-    duplicates: f64,
-    body_size: usize,
-    stop_after: Option<u64>,
-}
-
 #[derive(Default)]
 struct Tally {
+    sent: AtomicU64,
     accepted: AtomicU64,
     duplicates: AtomicU64,
     status_5xx: AtomicU64,
     status_other: AtomicU64,
     transport: AtomicU64,
+    /// Transport errors by kind, with the first message of each (what they were).
+    transport_kinds: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, String)>>,
+    /// Statuses other than 200/202/5xx, with the first body of each.
+    other_statuses: std::sync::Mutex<std::collections::BTreeMap<u16, (u64, String)>>,
     latencies_us: Mutex<Vec<u32>>,
 }
 
-/// A request ready to send: a delivery id, its body and signature.
+/// A request ready to send.
 #[derive(Clone)]
 struct Delivery {
-    id: String,
-    body: Arc<Vec<u8>>,
-    signature: String,
+    url: Arc<str>,
+    headers: Arc<Vec<(String, String)>>,
+    body: actix_web::web::Bytes,
 }
 
-fn make_delivery(secret: &[u8], n: u64, size: usize) -> Delivery {
-    make_delivery_with_id(secret, uuid::Uuid::now_v7().to_string(), n, size)
-}
-
-fn make_delivery_with_id(secret: &[u8], id: String, n: u64, size: usize) -> Delivery {
-    let mut body = format!(
-        r#"{{"action":"opened","issue":{{"id":{n},"number":{n},"title":"load test {n}","body":""#
-    );
-    let pad = size.saturating_sub(body.len() + 4);
-    body.extend(std::iter::repeat_n('x', pad));
-    body.push_str(r#""}}"#);
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
-    mac.update(body.as_bytes());
-    Delivery {
-        id,
-        signature: format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
-        body: Arc::new(body.into_bytes()),
+fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() {
+        "body"
+    } else if e.is_decode() {
+        "decode"
+    } else if e.is_request() {
+        "request"
+    } else {
+        "other"
     }
 }
 
-async fn send_one(
-    client: &reqwest::Client,
-    url: &str,
-    d: &Delivery,
-    tally: &Tally,
-    since: Instant,
-) {
-    let res = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-github-event", "issues")
-        .header("x-github-hook-id", "1")
-        .header("x-github-delivery", &d.id)
-        .header("x-hub-signature-256", &d.signature)
-        .body(d.body.as_ref().clone())
-        .send()
-        .await;
+async fn send_one(client: &reqwest::Client, d: &Delivery, tally: &Tally, since: Instant) {
+    let mut req = client.post(&*d.url);
+    for (k, v) in d.headers.iter() {
+        req = req.header(k, v);
+    }
+    let res = req.body(d.body.clone()).send().await;
+    let status = match res {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            // Read the whole answer, as a provider does, before the connection is reused.
+            let body = r.bytes().await;
+            match body {
+                Ok(b) => Ok((s, b)),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
     let us = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
-    match res.map(|r| r.status().as_u16()) {
-        Ok(202) => tally.accepted.fetch_add(1, Ordering::Relaxed),
-        Ok(200) => tally.duplicates.fetch_add(1, Ordering::Relaxed),
-        Ok(s) if s >= 500 => tally.status_5xx.fetch_add(1, Ordering::Relaxed),
-        Ok(_) => tally.status_other.fetch_add(1, Ordering::Relaxed),
-        Err(_) => tally.transport.fetch_add(1, Ordering::Relaxed),
+    tally.sent.fetch_add(1, Ordering::Relaxed);
+    match status {
+        Ok((202, _)) => tally.accepted.fetch_add(1, Ordering::Relaxed),
+        Ok((200, _)) => tally.duplicates.fetch_add(1, Ordering::Relaxed),
+        Ok((s, _)) if s >= 500 => tally.status_5xx.fetch_add(1, Ordering::Relaxed),
+        Ok((s, body)) => {
+            let mut m = tally.other_statuses.lock().expect("tally lock");
+            let e = m
+                .entry(s)
+                .or_insert_with(|| (0, String::from_utf8_lossy(&body).into_owned()));
+            e.0 += 1;
+            tally.status_other.fetch_add(1, Ordering::Relaxed)
+        }
+        Err(e) => {
+            let mut m = tally.transport_kinds.lock().expect("tally lock");
+            let entry = m
+                .entry(transport_kind(&e))
+                .or_insert_with(|| (0, format!("{e:#}")));
+            entry.0 += 1;
+            tally.transport.fetch_add(1, Ordering::Relaxed)
+        }
     };
     tally.latencies_us.lock().await.push(us);
 }
 
-/// The next request: a new delivery, or (with probability `dup`) one sent before.
-struct Source {
-    secret: Vec<u8>,
+/// The next request: a new delivery of the next source (round robin), or (with probability
+/// `dup`) one sent before.
+struct Generator {
+    sources: Vec<(Arc<str>, bench::BenchSource)>,
+    /// Unique per run, so deliveries of two runs on one database never collide.
+    run: String,
     size: usize,
     dup: f64,
     n: AtomicU64,
     recent: std::sync::Mutex<Vec<Delivery>>,
 }
 
-impl Source {
+impl Generator {
     fn next(&self) -> Delivery {
         let mut rng = rand::rng();
         if rng.random_bool(self.dup.clamp(0.0, 1.0)) {
@@ -237,7 +286,13 @@ impl Source {
             }
         }
         let n = self.n.fetch_add(1, Ordering::Relaxed);
-        let d = make_delivery(&self.secret, n, self.size);
+        let (url, source) = &self.sources[(n % self.sources.len() as u64) as usize];
+        let (headers, body) = source.request(&self.run, n, self.size);
+        let d = Delivery {
+            url: url.clone(),
+            headers: Arc::new(headers),
+            body: body.into(),
+        };
         let mut recent = self.recent.lock().expect("recent lock");
         if recent.len() < 1024 {
             recent.push(d.clone());
@@ -249,41 +304,196 @@ impl Source {
     }
 }
 
-async fn ingress(run: IngressRun) -> anyhow::Result<()> {
+/// CPU and memory of the watched processes over one run.
+struct Watch {
+    procs: Vec<(String, u32)>,
+    pg: Option<(tokio_postgres::Client, String)>,
+}
+
+/// CPU µs per process (and `postgres` for the backends) at one instant.
+type CpuSample = std::collections::BTreeMap<String, u64>;
+
+impl Watch {
+    async fn new(args: &IngressArgs) -> anyhow::Result<Self> {
+        let pg = match &args.pg_db {
+            Some(db) => {
+                let (client, conn) =
+                    tokio_postgres::connect(&args.pg_admin_url, tokio_postgres::NoTls)
+                        .await
+                        .context("--pg-admin-url")?;
+                tokio::spawn(conn);
+                Some((client, db.clone()))
+            }
+            None => None,
+        };
+        Ok(Self {
+            procs: args.watch.clone(),
+            pg,
+        })
+    }
+
+    async fn backends(&self) -> Vec<u32> {
+        let Some((client, db)) = &self.pg else {
+            return Vec::new();
+        };
+        client
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[db],
+            )
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.get::<_, i32>(0) as u32)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Per process its CPU µs; backends are summed per pid so one that starts mid-run counts
+    /// from zero.
+    async fn sample(&self, backends: &mut std::collections::HashMap<u32, u64>) -> CpuSample {
+        let mut s = CpuSample::new();
+        for (name, pid) in &self.procs {
+            if let Some(us) = bench::cpu_us(*pid) {
+                s.insert(name.clone(), us);
+            }
+        }
+        s.insert(
+            "loadgen".into(),
+            bench::cpu_us(std::process::id()).unwrap_or(0),
+        );
+        if self.pg.is_some() {
+            for pid in self.backends().await {
+                backends.entry(pid).or_insert(0);
+            }
+            for (pid, last) in backends.iter_mut() {
+                if let Some(us) = bench::cpu_us(*pid) {
+                    *last = us;
+                }
+            }
+            s.insert("postgres".into(), backends.values().sum());
+        }
+        s
+    }
+}
+
+async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
+    let secret = std::env::var(&args.secret_env)
+        .with_context(|| format!("--secret-env: `{}` is not set", args.secret_env))?;
+    let sources: Vec<(Arc<str>, bench::BenchSource)> = match (&args.mixed, &args.url) {
+        (Some(base), _) => bench::mixed_sources(&secret)
+            .into_iter()
+            .map(|s| {
+                (
+                    Arc::from(format!("{}/{}", base.trim_end_matches('/'), s.id)),
+                    s,
+                )
+            })
+            .collect(),
+        (None, Some(url)) => vec![(
+            Arc::from(url.as_str()),
+            bench::github_source("bench-github", &secret),
+        )],
+        (None, None) => anyhow::bail!("--url or --mixed"),
+    };
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(run.concurrency)
+        .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(10))
         .build()?;
     let tally = Arc::new(Tally::default());
-    let source = Arc::new(Source {
-        secret: run.secret.into_bytes(),
-        size: run.body_size,
-        dup: run.duplicates,
+    let generator = Arc::new(Generator {
+        sources,
+        run: uuid::Uuid::now_v7().simple().to_string(),
+        size: args.body_size,
+        dup: args.duplicates,
         n: AtomicU64::new(0),
         recent: std::sync::Mutex::new(Vec::new()),
     });
-    let url = Arc::new(run.url);
-    let started = Instant::now();
-    let deadline = started + run.duration;
-    let done = |t: &Tally| {
-        Instant::now() >= deadline
-            || run
-                .stop_after
-                .is_some_and(|n| t.accepted.load(Ordering::Relaxed) >= n)
+
+    let watch = Watch::new(&args).await?;
+    let mut backends = std::collections::HashMap::new();
+    // Idle rate of each watched process, subtracted from its figure (a shared broker).
+    let idle_rate: CpuSample = if args.idle_baseline.is_zero() {
+        CpuSample::new()
+    } else {
+        let a = watch.sample(&mut backends).await;
+        tokio::time::sleep(args.idle_baseline).await;
+        let b = watch.sample(&mut backends).await;
+        b.iter()
+            .map(|(k, v)| {
+                let per_s = v.saturating_sub(*a.get(k).unwrap_or(v)) as f64
+                    / args.idle_baseline.as_secs_f64();
+                (k.clone(), per_s as u64)
+            })
+            .collect()
     };
-    match run.rate {
+    let rss_peak = Arc::new(std::sync::Mutex::new(CpuSample::new()));
+    let stop_sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let procs = args.watch.clone();
+        let (peak, stop, every) = (rss_peak.clone(), stop_sampling.clone(), args.rss_every);
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut next_print = Duration::ZERO;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let mut line = Vec::new();
+                for (name, pid) in &procs {
+                    let Some(kib) = bench::memory_kib(*pid, "VmRSS") else {
+                        continue;
+                    };
+                    let mut p = peak.lock().expect("peak lock");
+                    let e = p.entry(name.clone()).or_insert(0);
+                    *e = (*e).max(kib);
+                    line.push(format!("{name} {:.1} MB", kib as f64 / 1024.0));
+                }
+                if let Some(every) = every
+                    && started.elapsed() >= next_print
+                {
+                    println!(
+                        "rss at {:>4} s: {}",
+                        started.elapsed().as_secs(),
+                        line.join(", ")
+                    );
+                    next_print += every;
+                }
+            }
+        })
+    };
+
+    let cpu_before = watch.sample(&mut backends).await;
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let (stop_after, max_requests) = (args.accepted, args.requests);
+    // Claims a request slot; false once the run is over.
+    let take = {
+        let tally = tally.clone();
+        let issued = Arc::new(AtomicU64::new(0));
+        move || {
+            Instant::now() < deadline
+                && stop_after.is_none_or(|n| tally.accepted.load(Ordering::Relaxed) < n)
+                && max_requests.is_none_or(|n| issued.fetch_add(1, Ordering::Relaxed) < n)
+        }
+    };
+    match args.rate {
         None => {
-            let workers: Vec<_> = (0..run.concurrency)
+            let workers: Vec<_> = (0..args.concurrency)
                 .map(|_| {
-                    let (client, tally, source, url) =
-                        (client.clone(), tally.clone(), source.clone(), url.clone());
-                    let stop_after = run.stop_after;
+                    let (client, tally, generator, take) = (
+                        client.clone(),
+                        tally.clone(),
+                        generator.clone(),
+                        take.clone(),
+                    );
                     tokio::spawn(async move {
-                        while Instant::now() < deadline
-                            && stop_after.is_none_or(|n| tally.accepted.load(Ordering::Relaxed) < n)
-                        {
-                            let d = source.next();
-                            send_one(&client, &url, &d, &tally, Instant::now()).await;
+                        while take() {
+                            let d = generator.next();
+                            send_one(&client, &d, &tally, Instant::now()).await;
                         }
                     })
                 })
@@ -291,21 +501,20 @@ async fn ingress(run: IngressRun) -> anyhow::Result<()> {
             futures::future::join_all(workers).await;
         }
         Some(rate) => {
-            let limit = Arc::new(tokio::sync::Semaphore::new(run.concurrency));
+            let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
             let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut tasks = Vec::new();
-            while !done(&tally) {
+            while take() {
                 let scheduled = tick.tick().await.into_std();
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;
                 };
-                let (client, tally, source, url) =
-                    (client.clone(), tally.clone(), source.clone(), url.clone());
+                let (client, tally, generator) = (client.clone(), tally.clone(), generator.clone());
                 tasks.push(tokio::spawn(async move {
-                    let d = source.next();
-                    send_one(&client, &url, &d, &tally, scheduled).await;
+                    let d = generator.next();
+                    send_one(&client, &d, &tally, scheduled).await;
                     drop(permit);
                 }));
             }
@@ -313,6 +522,10 @@ async fn ingress(run: IngressRun) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = watch.sample(&mut backends).await;
+    stop_sampling.cancel();
+    let _ = sampler.await;
+
     let mut lat = std::mem::take(&mut *tally.latencies_us.lock().await);
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -329,9 +542,14 @@ async fn ingress(run: IngressRun) -> anyhow::Result<()> {
     let et = tally.transport.load(Ordering::Relaxed);
     let total = lat.len() as f64;
     println!(
-        "ingress {}: {:.0} req/s, {:.0} accepted/s, {:.0} duplicates/s; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; errors: 5xx {e5}, other {eo}, transport {et}",
-        run.rate
+        "ingress {}{}: {:.0} req/s, {:.0} accepted/s, {:.0} duplicates/s; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; errors: 5xx {e5}, other {eo}, transport {et}",
+        args.rate
             .map_or("flat out".to_owned(), |r| format!("at {r} req/s")),
+        if args.mixed.is_some() {
+            " (20 sources, 11 providers)"
+        } else {
+            ""
+        },
         total / elapsed,
         accepted as f64 / elapsed,
         dups as f64 / elapsed,
@@ -339,14 +557,92 @@ async fn ingress(run: IngressRun) -> anyhow::Result<()> {
         pct(0.99),
         pct(1.0),
     );
+    let transport_kinds: serde_json::Map<String, serde_json::Value> = tally
+        .transport_kinds
+        .lock()
+        .expect("tally lock")
+        .iter()
+        .map(|(k, (n, first))| {
+            println!("  transport errors, {k}: {n} (first: {first})");
+            (
+                (*k).to_owned(),
+                serde_json::json!({"count": n, "first": first}),
+            )
+        })
+        .collect();
+    let other_statuses: serde_json::Map<String, serde_json::Value> = tally
+        .other_statuses
+        .lock()
+        .expect("tally lock")
+        .iter()
+        .map(|(s, (n, first))| {
+            println!("  status {s}: {n} (first body: {first})");
+            (
+                s.to_string(),
+                serde_json::json!({"count": n, "first_body": first}),
+            )
+        })
+        .collect();
+    // CPU per accepted request (duplicates are answered too, but what a provider pays for and
+    // what the target counts is an accepted webhook).
+    let mut cpu = serde_json::Map::new();
+    let mut cpu_line = Vec::new();
+    let per = accepted.max(1) as f64;
+    for (name, after) in &cpu_after {
+        let Some(before) = cpu_before.get(name) else {
+            continue;
+        };
+        let used = after.saturating_sub(*before) as f64;
+        let idle = idle_rate.get(name).copied().unwrap_or(0) as f64 * elapsed;
+        let net = (used - idle).max(0.0);
+        cpu.insert(
+            name.clone(),
+            serde_json::json!({
+                "cpu_s": used / 1e6, "idle_cpu_s": idle / 1e6,
+                "us_per_accepted": net / per, "cores": used / 1e6 / elapsed,
+            }),
+        );
+        cpu_line.push(format!(
+            "{name} {:.1} µs ({:.2} cores)",
+            net / per,
+            used / 1e6 / elapsed
+        ));
+    }
+    let rss: serde_json::Map<String, serde_json::Value> = args
+        .watch
+        .iter()
+        .map(|(name, pid)| {
+            let peak = rss_peak.lock().expect("peak lock").get(name).copied();
+            let hwm = bench::memory_kib(*pid, "VmHWM");
+            (
+                name.clone(),
+                serde_json::json!({"peak_rss_mb_in_run": peak.map(|k| k as f64 / 1024.0),
+                                   "vm_hwm_mb": hwm.map(|k| k as f64 / 1024.0)}),
+            )
+        })
+        .collect();
+    if !cpu_line.is_empty() {
+        println!("  CPU per accepted request: {}", cpu_line.join(", "));
+    }
+    for (name, v) in &rss {
+        if let Some(p) = v["peak_rss_mb_in_run"].as_f64() {
+            println!(
+                "  {name} peak RSS {p:.1} MB in this run ({:.1} MB since start)",
+                v["vm_hwm_mb"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
     println!(
         "{}",
         serde_json::json!({
-            "phase": "ingress", "rate": run.rate, "seconds": elapsed, "requests": total,
+            "phase": "ingress", "mixed": args.mixed.is_some(), "rate": args.rate,
+            "seconds": elapsed, "requests": total,
             "requests_per_s": total / elapsed, "accepted": accepted,
             "accepted_per_s": accepted as f64 / elapsed, "duplicates": dups,
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0),
             "errors_5xx": e5, "errors_other": eo, "errors_transport": et,
+            "transport_errors": transport_kinds, "other_statuses": other_statuses,
+            "cpu": cpu, "rss": rss,
         })
     );
     Ok(())
