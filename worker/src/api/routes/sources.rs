@@ -239,7 +239,10 @@ async fn create_source(
         }
         (Some(s), false) if s.is_empty() => return Err(ApiError::invalid("`secret` is empty")),
         (Some(s), false) => (Some(Secret::from(s.as_str())), false),
-        (None, true) => (Some(hookline_shared::source::generate_secret(provider)), true),
+        (None, true) => (
+            Some(hookline_shared::source::generate_secret(provider)),
+            true,
+        ),
         (None, false) => (None, false),
     };
     let info = state
@@ -463,7 +466,10 @@ async fn rotate_secret(
                 return Err(ApiError::invalid("`secret` is empty"));
             }
             (Some(s), false) => (Secret::from(s.as_str()), false),
-            (None, true) => (hookline_shared::source::generate_secret(info.provider), true),
+            (None, true) => (
+                hookline_shared::source::generate_secret(info.provider),
+                true,
+            ),
         };
         let info = state
             .sources
