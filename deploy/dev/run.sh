@@ -36,10 +36,14 @@ worker=$!
 "$bin/hookline-worker" api > "$root/.hookline/api.log" 2>&1 &
 api=$!
 trap 'kill -TERM $worker $api 2>/dev/null; wait $worker $api 2>/dev/null' EXIT
-# An admin key for the management API, made once and kept with the development settings.
-if [ ! -s "$root/.hookline/api-key" ]; then
-  "$bin/hookline-worker" api-keys create --name dev --scope admin \
-    | sed -n 's/.*"key": "\(hl_[^"]*\)".*/\1/p' > "$root/.hookline/api-key"
+# An admin key for the management API, kept with the development settings; made again when the
+# database no longer knows it (dropped and re-created by hand).
+key_id="$(cat "$root/.hookline/api-key.id" 2>/dev/null || true)"
+if [ ! -s "$root/.hookline/api-key" ] || [ -z "$key_id" ] \
+    || ! "$bin/hookline-worker" api-keys list --json | grep -q "\"$key_id\""; then
+  created="$("$bin/hookline-worker" api-keys create --name dev --scope admin)"
+  printf '%s\n' "$created" | sed -n 's/.*"key": "\(hl_[^"]*\)".*/\1/p' > "$root/.hookline/api-key"
+  printf '%s\n' "$created" | sed -n 's/.*"id": "\(key_[^"]*\)".*/\1/p' > "$root/.hookline/api-key.id"
 fi
 
 cat <<MSG

@@ -429,7 +429,10 @@ routing_key = "{{provider}}.{{module}}.{{event_type}}"
         bus,
         BTreeSet::from([
             ("downstream/github.issues.issues.opened".to_owned(), Some(1)),
-            ("downstream/github.release.release.published".to_owned(), Some(1)),
+            (
+                "downstream/github.release.release.published".to_owned(),
+                Some(1)
+            ),
         ])
     );
     assert_eq!(counts(&stat("flaky")), (Some(2), Some(1), Some(1), Some(0)));

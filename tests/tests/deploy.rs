@@ -442,6 +442,18 @@ async fn settings_ports_probes_commands_and_queues_are_the_binaries_own() {
             );
         }
     }
+    // The API's Service reaches the container port its probes use.
+    let service = k8s("Service", "hookline-api");
+    let api = k8s("Deployment", "hookline-api");
+    assert_eq!(
+        service["spec"]["selector"], api["spec"]["selector"]["matchLabels"],
+        "the Service selects the API's pods"
+    );
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"],
+        api["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"],
+        "the Service targets the API's port"
+    );
     let scaled = yaml_docs("deploy/k8s/worker.yaml")
         .into_iter()
         .find(|d| d["kind"] == "ScaledObject")
