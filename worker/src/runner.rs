@@ -1093,6 +1093,53 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_subscription_failure_that_keeps_an_event_going_decides() {
+        let sub = |max| Failer::Subscription {
+            name: "sub:x".into(),
+            retry: RetrySpec {
+                max_attempts: max,
+                schedule: None,
+            },
+        };
+        let retry = Outcome::retry("503");
+        let gone = Outcome::permanent("410");
+        // Attempts left beat a spent retry and a dead letter; requeueing beats everything.
+        assert!(persistence(&retry, &sub(3), 1) > persistence(&retry, &sub(1), 1));
+        assert!(persistence(&retry, &sub(3), 2) > persistence(&gone, &sub(3), 2));
+        assert_eq!(
+            persistence(&retry, &sub(2), 2),
+            persistence(&gone, &sub(8), 2)
+        );
+        assert!(persistence(&Outcome::Abandoned, &sub(1), 5) > persistence(&retry, &sub(9), 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscription_failure_uses_the_subscription_retry_policy() {
+        let now = Instant::now();
+        let (received, event) = event();
+        let item = Item::Failed {
+            received,
+            event,
+            handler: Failer::Subscription {
+                name: "sub:x".into(),
+                retry: RetrySpec {
+                    max_attempts: 2,
+                    schedule: None,
+                },
+            },
+            outcome: Outcome::retry("500"),
+        };
+        assert!(matches!(
+            decide(&item, 1, &policy(), now),
+            Action::Retry { .. }
+        ));
+        let Action::DeadLetter(dl) = decide(&item, 2, &policy(), now) else {
+            panic!("exhausted after two attempts");
+        };
+        assert_eq!(dl.reason, Reason::RetriesExhausted);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_abandoned_item_goes_back_untouched() {
         let item = failed(0, Outcome::Abandoned);
