@@ -318,16 +318,16 @@ async fn a_subscription_made_through_the_api_is_delivered_to_without_a_worker_re
         )
         .await;
     assert_eq!(a.json()["event_types"], json!(["pull_request.*"]), "{a:?}");
+    // Distinct bodies each round: GitHub's dedup key is the body's hash.
+    let n = std::sync::atomic::AtomicU32::new(100);
     eventually("the pattern reloaded", WAIT, || async {
         let before = dest.count();
+        let id = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let e = deliver(
             &ingress,
             "acme-gh",
             "pull_request",
-            &format!(
-                r#"{{"action":"opened","pull_request":{{"id":{}}}}}"#,
-                100 + before
-            ),
+            &format!(r#"{{"action":"opened","pull_request":{{"id":{id}}}}}"#),
         )
         .await;
         handled(&env, &e).await;
