@@ -4,7 +4,9 @@
 # - kubernetes-validate (PyPI, schemas bundled, no cluster needed), in .hookline/venv: the
 #   Kubernetes manifests, strictly;
 # - check-jsonschema (PyPI, with the Compose specification's schema vendored), in .hookline/venv:
-#   deploy/compose.yaml.
+#   deploy/compose.yaml;
+# - schemathesis (PyPI), in .hookline/venv: the management API against its OpenAPI document
+#   (tests/tests/api_schemathesis.rs).
 # Does nothing for what is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -20,7 +22,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   # The package starts a Prometheus server where an init system runs; tests only need promtool.
   $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
-for tool in kubernetes-validate check-jsonschema; do
+for tool in kubernetes-validate check-jsonschema schemathesis; do
   if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "$root/.hookline/venv/bin/$tool" ]; then
     echo "[tools] installing $tool into .hookline/venv"
     [ -x "$root/.hookline/venv/bin/pip" ] || python3 -m venv "$root/.hookline/venv" 2>/dev/null \
