@@ -8,14 +8,18 @@
 //! - [`archive`]: dead letters from the parking queue into PostgreSQL.
 //! - [`store`]: the worker's SQL, every batch through `isolate`.
 //! - [`gate`]: pauses the worker while the database is unavailable.
+//! - [`subscriptions`]: tenants' HTTP destinations, reloaded while the worker runs.
 //! - [`api`]: `hookline-worker api`, the management API.
+//! - [`console`]: the operator console it serves at `/`.
 
 pub mod api;
 pub mod app;
 pub mod archive;
 pub mod cli;
+pub mod console;
 pub mod gate;
 pub mod handlers;
 pub mod routes;
 pub mod runner;
 pub mod store;
+pub mod subscriptions;
