@@ -6,6 +6,7 @@
 # retried, one in a thousand dead-lettered), then starts `hookline-worker api` on it and loads
 # each page in Debian's chromium (tests/console/load-time.mjs): as an all-tenant admin, then as
 # a tenant key. A benchmark, not a test: it prints figures and fails only if something breaks.
+# CONSOLE_BENCH_KEEP=1 keeps the database; CONSOLE_BENCH_REUSE=1 measures again on a kept one.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 events="${BENCH_EVENTS:-1000000}"
@@ -21,6 +22,14 @@ psql_() { psql -h 127.0.0.1 -U postgres -w -v ON_ERROR_STOP=1 -qtA "$@"; }
 say() { printf '\n== %s\n' "$*"; }
 
 bash "$root/deploy/dev/tools.sh"
+if [ "${CONSOLE_BENCH_REUSE:-0}" = 1 ] \
+    && psql_ -c "select 1 from pg_database where datname = '$db'" postgres | grep -q 1; then
+  fill=0
+  say "reusing $db: $(psql_ -c "select count(*) from events" "$db") events"
+else
+  fill=1
+fi
+if [ "$fill" = 1 ]; then
 psql_ -c "drop database if exists $db" postgres
 psql_ -c "create database $db" postgres
 "$bin/hookline-worker" migrate >/dev/null
@@ -89,6 +98,8 @@ JOIN events e ON e.id = md5(g::text)::uuid;
 ANALYZE;
 SQL
 echo "filled in $(( $(date +%s) - start )) s: $(psql_ -c "select count(*) from events" "$db") events, $(psql_ -c "select count(*) from attempts" "$db") attempts, $(psql_ -c "select count(*) from dead_letters" "$db") dead letters, database $(psql_ -c "select pg_size_pretty(pg_database_size('$db'))" "$db")"
+fi
+"$bin/hookline-worker" migrate >/dev/null
 
 key_of() { sed -n 's/.*"key": "\(hl_[^"]*\)".*/\1/p'; }
 admin="$("$bin/hookline-worker" api-keys create --name bench-admin --scope admin | key_of)"

@@ -93,7 +93,8 @@ function detail(ctx, s, st, flash, reload) {
         ['Enabled', s.enabled ? 'yes' : 'no: the ingress answers 404'],
         ['Created', time(s.created_at)],
         ['Updated', time(s.updated_at)],
-        ['State (1 h)', st ? h('span', {}, badge(st.health.state), st.health.reason ? ` ${st.health.reason}` : '') : '—'],
+        // Delivery figures cannot see a source the ingress refuses to serve: its problem wins.
+        ['State (1 h)', s.problem ? h('span', {}, badge('failing'), ' the ingress cannot serve it (above)') : st ? h('span', {}, badge(st.health.state), st.health.reason ? ` ${st.health.reason}` : '') : '—'],
         ['Accepted / stored (1 h)', st ? `${num(st.accepted)} / ${num(st.stored)}` : '—'],
         ['Delivery success, p50 / p99', st ? `${pct(st.delivery.success_rate)}, ${ms(st.delivery.latency_ms_p50)} / ${ms(st.delivery.latency_ms_p99)}` : '—'],
         ['Dead letters (1 h)', st ? h('a', { href: `#/dead-letters?source=${encodeURIComponent(s.id)}` }, num(st.dead_letters)) : '—'],

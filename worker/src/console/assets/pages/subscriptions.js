@@ -16,7 +16,7 @@ const patterns = (s) => h('span', { class: 'mono' }, s.event_types.join(', '));
 async function renderList(ctx) {
   ctx.main.appendChild(h('div', { class: 'page-head' }, h('h1', {}, 'Subscriptions')));
   ctx.main.appendChild(
-    h('p', { class: "hint" }, 'HTTP destinations a tenant registers for its own events, signed with their own secret (Standard Webhooks headers). Workers pick changes up without a restart.'),
+    h('p', { class: 'intro' }, 'HTTP destinations a tenant registers for its own events, signed with their own secret (Standard Webhooks headers). Workers pick changes up without a restart.'),
   );
   const flash = h('div', { id: 'subs-flash' });
   const listEl = h('div', { id: 'subs-list' });
@@ -167,7 +167,7 @@ async function renderOne(ctx, id) {
         ['URL', h('span', { class: 'mono wrap' }, s.url)],
         ['Event types', patterns(s)],
         ['Attempts', String(s.max_attempts)],
-        ['Timeout', ms(s.timeout_ms)],
+        ['Timeout', s.timeout_ms % 1000 === 0 ? `${s.timeout_ms / 1000} s` : `${s.timeout_ms} ms`],
         ['Created', [time(s.created_at), ' by ', s.created_by]],
         ['Updated', time(s.updated_at)],
       ]),
