@@ -4,7 +4,7 @@ CARGO ?= cargo
 # End-to-end tests mostly wait on the broker and the database: run more of them than cores.
 TEST_THREADS ?= 6
 
-.PHONY: run test test-console lint services tools build build-release bench soak profile chaos demo clean-dev
+.PHONY: run test test-console lint services tools build build-release bench bench-console soak profile chaos demo clean-dev
 
 ## run: ensure PostgreSQL and RabbitMQ, migrate, create a demo source, start the ingress
 run: services build
@@ -49,6 +49,10 @@ soak: services build-release
 ## profile: instructions per request of the release ingress under callgrind (load-independent)
 profile: services build-release
 	@bash deploy/dev/callgrind.sh
+
+## bench-console: the operator console's page loads with 1 million events (release build, chromium)
+bench-console: services build-release
+	@HOOKLINE_PROFILE=release bash deploy/dev/console-bench.sh
 
 ## chaos: the crash/fault suite at 1,000/s and 2,000/s on its own broker cluster and database
 chaos: services build-release
