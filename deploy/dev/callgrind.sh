@@ -70,7 +70,7 @@ wait "$pid" 2>/dev/null || true
 pid=""
 # The dump of the counted window is the file with the highest part number.
 dump="$(ls -1v "$out".* | tail -n 1)"
-total="$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')"
+total="$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t}')"
 # valgrind's CPU has no SHA extensions, so SHA-256 runs in software here; natively (SHA-NI) it
 # costs a fraction of this. Shown apart so that it does not drown the rest.
 sha="$(callgrind_annotate "$dump" 2>/dev/null | awk '/sha2::sha256::.*compress/ {gsub(",", "", $1); s += $1} END {print s + 0}')"

@@ -11,6 +11,11 @@ struct Args {
     config: Option<PathBuf>,
 }
 
+/// mimalloc instead of glibc's malloc: 12 % fewer instructions per request (docs/performance.md),
+/// for a larger resident set (freed pages are kept for reuse).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let code = serve().await;
