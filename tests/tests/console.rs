@@ -360,7 +360,8 @@ retry = {{ max_attempts = 3, schedule = ["200ms"] }}
         "screenshots": shots,
     });
     let mut runner = tokio::process::Command::new(node());
-    runner.args(["--test", "--test-concurrency=1", "console.test.mjs"])
+    runner
+        .args(["--test", "--test-concurrency=1", "console.test.mjs"])
         .current_dir(&dir)
         .env("HOOKLINE_CONSOLE_WORLD", world.to_string())
         .kill_on_drop(true);
