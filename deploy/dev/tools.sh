@@ -4,7 +4,9 @@
 # - kubernetes-validate (PyPI, schemas bundled, no cluster needed), in .hookline/venv: the
 #   Kubernetes manifests, strictly;
 # - check-jsonschema (PyPI, with the Compose specification's schema vendored), in .hookline/venv:
-#   deploy/compose.yaml.
+#   deploy/compose.yaml;
+# - cargo-fuzz (crates.io) and a C++ compiler (libfuzzer-sys builds libFuzzer): fuzz/run.sh, the
+#   short fuzz run of `make test` and `make fuzz`.
 # Does nothing for what is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -28,3 +30,11 @@ for tool in kubernetes-validate check-jsonschema; do
     "$root/.hookline/venv/bin/pip" install -q "$tool"
   fi
 done
+if ! command -v c++ >/dev/null 2>&1; then
+  echo "[tools] installing g++ (libFuzzer is C++)"
+  apt_install g++
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "[tools] installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
