@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# `make run`: migrate, declare the topology, create a demo GitHub source, start a worker and the
-# ingress. Ctrl-C stops both.
+# `make run`: migrate, declare the topology, create a demo GitHub source, start a worker, the
+# management API and the ingress. Ctrl-C stops them.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 export HOOKLINE_WORKER_ADDR="${HOOKLINE_WORKER_ADDR:-127.0.0.1:9090}"
+export HOOKLINE_API_ADDR="${HOOKLINE_API_ADDR:-127.0.0.1:8081}"
 export HOOKLINE_ROUTES="${HOOKLINE_ROUTES:-$root/deploy/dev/routes.toml}"
 export HOOKLINE_DEMO_DESTINATION_SECRET="whsec_ZGVtby1kZXN0aW5hdGlvbi1zZWNyZXQ="
 
@@ -32,7 +33,18 @@ demo_source demo-sw standard-webhooks "whsec_ZGVtby1zdGFuZGFyZC13ZWJob29rcy1zZWN
 
 "$bin/hookline-worker" run > "$root/.hookline/worker.log" 2>&1 &
 worker=$!
-trap 'kill -TERM $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT
+"$bin/hookline-worker" api > "$root/.hookline/api.log" 2>&1 &
+api=$!
+trap 'kill -TERM $worker $api 2>/dev/null; wait $worker $api 2>/dev/null' EXIT
+# An admin key for the management API, kept with the development settings; made again when the
+# database no longer knows it (dropped and re-created by hand).
+key_id="$(cat "$root/.hookline/api-key.id" 2>/dev/null || true)"
+if [ ! -s "$root/.hookline/api-key" ] || [ -z "$key_id" ] \
+    || ! "$bin/hookline-worker" api-keys list --json | grep -q "\"$key_id\""; then
+  created="$("$bin/hookline-worker" api-keys create --name dev --scope admin)"
+  printf '%s\n' "$created" | sed -n 's/.*"key": "\(hl_[^"]*\)".*/\1/p' > "$root/.hookline/api-key"
+  printf '%s\n' "$created" | sed -n 's/.*"id": "\(key_[^"]*\)".*/\1/p' > "$root/.hookline/api-key.id"
+fi
 
 cat <<MSG
 
@@ -40,6 +52,8 @@ hookline-ingress is starting on http://$HOOKLINE_INGRESS_ADDR, a worker on http:
   (worker log: .hookline/worker.log, routes: ${HOOKLINE_ROUTES#$root/})
   send signed test webhooks:    make demo        (in another terminal)
   health / metrics:             curl http://$HOOKLINE_INGRESS_ADMIN_ADDR/readyz ; curl http://$HOOKLINE_INGRESS_ADMIN_ADDR/metrics ; curl http://$HOOKLINE_WORKER_ADDR/metrics
+  management API:               curl -H "Authorization: Bearer \$(cat .hookline/api-key)" http://$HOOKLINE_API_ADDR/v1/events
+                                (log: .hookline/api.log; OpenAPI: http://$HOOKLINE_API_ADDR/v1/openapi.json)
   operator CLI:                 set -a; . .hookline/dev.env; set +a; ${bin#$root/}/hookline-worker dlq list
 Stop with Ctrl-C.
 

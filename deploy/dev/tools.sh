@@ -5,6 +5,8 @@
 #   Kubernetes manifests, strictly;
 # - check-jsonschema (PyPI, with the Compose specification's schema vendored), in .hookline/venv:
 #   deploy/compose.yaml;
+# - schemathesis (PyPI), in .hookline/venv: the management API against its OpenAPI document
+#   (tests/tests/api_schemathesis.rs);
 # - cargo-fuzz (crates.io) and a C++ compiler (libfuzzer-sys builds libFuzzer): fuzz/run.sh, the
 #   short fuzz run of `make test` and `make fuzz`.
 # Does nothing for what is already installed.
@@ -22,7 +24,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   # The package starts a Prometheus server where an init system runs; tests only need promtool.
   $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
-for tool in kubernetes-validate check-jsonschema; do
+for tool in kubernetes-validate check-jsonschema schemathesis; do
   if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "$root/.hookline/venv/bin/$tool" ]; then
     echo "[tools] installing $tool into .hookline/venv"
     [ -x "$root/.hookline/venv/bin/pip" ] || python3 -m venv "$root/.hookline/venv" 2>/dev/null \
@@ -36,5 +38,5 @@ if ! command -v c++ >/dev/null 2>&1; then
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "[tools] installing cargo-fuzz"
-  cargo install cargo-fuzz --locked
+  cargo install cargo-fuzz --version 0.13.2 --locked
 fi

@@ -109,6 +109,19 @@ pub struct Settings {
     /// the queue. Keep the orchestrator's grace period longer than this.
     #[serde(with = "duration")]
     pub worker_drain_timeout: Duration,
+    /// Where `hookline-worker api` serves the management API (`HOOKLINE_API_ADDR`).
+    pub api_addr: String,
+    /// Requests per second one API key may make to one API replica (bursts of twice that).
+    pub api_rate_limit: u32,
+    /// How long stored events are kept (`0s`: forever).
+    #[serde(with = "duration")]
+    pub retention_events: Duration,
+    /// How long handler attempts are kept (`0s`: forever).
+    #[serde(with = "duration")]
+    pub retention_attempts: Duration,
+    /// How long dead letters are kept after their last failure (`0s`: forever).
+    #[serde(with = "duration")]
+    pub retention_dead_letters: Duration,
 }
 
 impl Default for Settings {
@@ -145,6 +158,11 @@ impl Default for Settings {
             worker_batch_wait: Duration::from_millis(20),
             worker_batches_in_flight: 4,
             worker_drain_timeout: Duration::from_secs(30),
+            api_addr: "127.0.0.1:8081".into(),
+            api_rate_limit: 50,
+            retention_events: Duration::from_secs(30 * 24 * 3600),
+            retention_attempts: Duration::from_secs(30 * 24 * 3600),
+            retention_dead_letters: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -231,6 +249,9 @@ impl Settings {
         }
         if self.worker_prefetch == 0 {
             return bad("WORKER_PREFETCH", "must be at least 1");
+        }
+        if self.api_rate_limit == 0 {
+            return bad("API_RATE_LIMIT", "must be at least 1");
         }
         if self.retry_schedule.is_empty() {
             return bad(

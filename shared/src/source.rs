@@ -187,6 +187,39 @@ fn parse_options(v: serde_json::Value) -> Result<Options, SourceError> {
     serde_json::from_value(v).map_err(|e| SourceError::BadOptions(e.to_string()))
 }
 
+/// A secret hookline generates for `provider` (shown once by the CLI and the API). Standard
+/// Webhooks secrets are `whsec_` + base64 of the key bytes; Salesforce's go into the endpoint URL
+/// (`?token=`), so they are URL-safe; others are opaque strings.
+pub fn generate_secret(provider: ProviderKind) -> Secret {
+    if provider == ProviderKind::Salesforce {
+        return Secret::generate_url_safe();
+    }
+    let s = Secret::generate();
+    match provider {
+        ProviderKind::StandardWebhooks => {
+            let mut v = b"whsec_".to_vec();
+            v.extend_from_slice(s.expose());
+            Secret::new(v)
+        }
+        _ => s,
+    }
+}
+
+/// Refuses options hookline keeps for itself (see [`providers::internal_options`]): set by
+/// `sources arm-capture` or written by older versions, never by a caller.
+fn reject_internal(provider: ProviderKind, options: &Options) -> Result<(), SourceError> {
+    match providers::internal_options(provider)
+        .iter()
+        .find(|k| options.contains_key(**k))
+    {
+        Some(name) => Err(SourceError::Options(OptionError::Internal {
+            provider,
+            name: (*name).to_owned(),
+        })),
+        None => Ok(()),
+    }
+}
+
 fn to_system(t: DateTime<Utc>) -> SystemTime {
     SystemTime::from(t)
 }
@@ -221,6 +254,7 @@ impl SourceRepo {
                 .into());
             }
         };
+        reject_internal(new.provider, &new.options)?;
         providers::build_verifier(new.provider, secrets, &new.options)?;
         let sealed = new
             .secret
@@ -499,6 +533,45 @@ impl SourceRepo {
             tokens.push(Secret::from(t.as_str()));
         }
         Ok(tokens)
+    }
+
+    /// Replaces a source's options after checking they build a verifier with its current
+    /// secrets (the same check as [`SourceRepo::add`]). Options hookline keeps for itself (a
+    /// Notion capture's arming, a legacy captured token) cannot be set here and are kept as they
+    /// are. A source that cannot be served because of its options is repaired this way; one whose
+    /// secrets cannot be opened is refused (`Broken`), since its options cannot be checked.
+    pub async fn set_options(
+        &self,
+        id: &SourceId,
+        mut options: Options,
+    ) -> Result<SourceInfo, SourceError> {
+        let loaded = self
+            .load(id)
+            .await?
+            .ok_or_else(|| SourceError::NotFound(id.clone()))?;
+        let (provider, secrets, kept) = match loaded.content {
+            Ok(s) => (s.provider, s.secrets, s.options),
+            Err(b) => return Err(SourceError::Broken(b.problem.to_string())),
+        };
+        reject_internal(provider, &options)?;
+        for key in providers::internal_options(provider) {
+            if let Some(v) = kept.get(*key) {
+                options.insert((*key).to_owned(), v.clone());
+            }
+        }
+        providers::build_verifier(provider, secrets, &options)?;
+        let value =
+            serde_json::to_value(&options).map_err(|e| SourceError::BadOptions(e.to_string()))?;
+        let mut conn = self.pool.get().await?;
+        diesel::update(sources::table.filter(sources::id.eq(id.as_str())))
+            .set((
+                sources::options.eq(value),
+                sources::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(&mut conn)
+            .await?;
+        drop(conn);
+        self.show(id).await
     }
 
     /// Deletes the source, its secrets and its dedup claims (in one transaction), so a source

@@ -130,6 +130,7 @@ impl TestEnv {
             ("HOOKLINE_INGRESS_ADDR".into(), "127.0.0.1:0".into()),
             ("HOOKLINE_INGRESS_ADMIN_ADDR".into(), "127.0.0.1:0".into()),
             ("HOOKLINE_WORKER_ADDR".into(), "127.0.0.1:0".into()),
+            ("HOOKLINE_API_ADDR".into(), "127.0.0.1:0".into()),
             ("HOOKLINE_DATABASE_POOL_SIZE".into(), "4".into()),
         ];
         for (k, v) in self.extra.lock().expect("settings lock").iter() {
@@ -204,6 +205,20 @@ impl TestEnv {
     pub async fn named_worker(&self, name: &str) -> Server {
         let mut proc = Proc::spawn(name, "hookline-worker", &["run"], &self.vars());
         let addr = proc.wait_addr("hookline-worker running").await;
+        let server = Server {
+            proc,
+            addr,
+            admin: addr,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts `hookline-worker api` (the management API) and waits until it is ready. It serves
+    /// `/v1`, `/healthz`, `/readyz` and `/metrics` on one listener.
+    pub async fn api(&self) -> Server {
+        let mut proc = Proc::spawn("api", "hookline-worker", &["api"], &self.vars());
+        let addr = proc.wait_addr("hookline-worker api listening").await;
         let server = Server {
             proc,
             addr,
@@ -326,6 +341,34 @@ impl Server {
             },
         )
         .await;
+    }
+
+    /// `method path` with an optional bearer key and JSON body (the management API's calls).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> crate::Answer {
+        let client = reqwest::Client::new();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut req = client.request(method.clone(), self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        crate::Answer {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body: res.text().await.unwrap_or_default(),
+        }
     }
 
     /// The Prometheus text this server exposes.

@@ -66,6 +66,7 @@ fn k8s(kind: &str, name: &str) -> Value {
     for file in [
         "deploy/k8s/ingress.yaml",
         "deploy/k8s/worker.yaml",
+        "deploy/k8s/api.yaml",
         "deploy/k8s/config.yaml",
         "deploy/k8s/migrate-job.yaml",
         "deploy/k8s/secret.yaml",
@@ -228,6 +229,7 @@ fn kubernetes_manifests_validate_strictly() {
         "migrate-job",
         "ingress",
         "worker",
+        "api",
     ] {
         cmd.arg(root().join(format!("deploy/k8s/{f}.yaml")));
     }
@@ -272,6 +274,7 @@ async fn settings_ports_probes_commands_and_queues_are_the_binaries_own() {
     }
     let ingress_env = &compose["services"]["ingress"]["environment"];
     let worker_env = &compose["services"]["worker"]["environment"];
+    let api_env = &compose["services"]["api"]["environment"];
     let ingress_admin_port = port_of(
         ingress_env["HOOKLINE_INGRESS_ADMIN_ADDR"]
             .as_str()
@@ -308,6 +311,17 @@ async fn settings_ports_probes_commands_and_queues_are_the_binaries_own() {
     );
     assert_eq!(scrape_port("hookline-worker"), Some(worker_port));
     check("worker", worker_port);
+    let api_port = port_of(api_env["HOOKLINE_API_ADDR"].as_str().expect("api addr"));
+    check("api", api_port);
+    assert_eq!(scrape_port("hookline-api"), Some(api_port));
+    assert!(
+        compose["services"]["api"]["ports"]
+            .as_array()
+            .expect("api ports")
+            .iter()
+            .any(|p| p.as_str() == Some(&format!("{api_port}:{api_port}"))),
+        "compose publishes the API's port"
+    );
     assert!(
         duration(
             compose["services"]["worker"]["stop_grace_period"]
@@ -347,6 +361,12 @@ async fn settings_ports_probes_commands_and_queues_are_the_binaries_own() {
             "hookline-worker",
             "HOOKLINE_WORKER_ADDR",
             "HOOKLINE_WORKER_ADDR",
+        ),
+        (
+            "Deployment",
+            "hookline-api",
+            "HOOKLINE_API_ADDR",
+            "HOOKLINE_API_ADDR",
         ),
         ("Job", "hookline-migrate", "", ""),
     ];
@@ -422,6 +442,18 @@ async fn settings_ports_probes_commands_and_queues_are_the_binaries_own() {
             );
         }
     }
+    // The API's Service reaches the container port its probes use.
+    let service = k8s("Service", "hookline-api");
+    let api = k8s("Deployment", "hookline-api");
+    assert_eq!(
+        service["spec"]["selector"], api["spec"]["selector"]["matchLabels"],
+        "the Service selects the API's pods"
+    );
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"],
+        api["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"],
+        "the Service targets the API's port"
+    );
     let scaled = yaml_docs("deploy/k8s/worker.yaml")
         .into_iter()
         .find(|d| d["kind"] == "ScaledObject")
@@ -455,14 +487,16 @@ async fn settings_ports_probes_commands_and_queues_are_the_binaries_own() {
         );
     }
     assert!(
-        seen.len() >= 4,
-        "ingress, worker run, migrate, topology declare: {seen:?}"
+        seen.len() >= 5,
+        "ingress, worker run, api, migrate, topology declare: {seen:?}"
     );
 
     // And the probes answer where the manifests say.
     let ingress = env.ingress().await;
     let worker = env.worker().await;
+    let api = env.api().await;
     for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get(&api.url(path)).await.status, 200, "api {path}");
         assert_eq!(
             get(&ingress.admin_url(path)).await.status,
             200,

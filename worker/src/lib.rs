@@ -8,7 +8,9 @@
 //! - [`archive`]: dead letters from the parking queue into PostgreSQL.
 //! - [`store`]: the worker's SQL, every batch through `isolate`.
 //! - [`gate`]: pauses the worker while the database is unavailable.
+//! - [`api`]: `hookline-worker api`, the management API.
 
+pub mod api;
 pub mod app;
 pub mod archive;
 pub mod cli;

@@ -3,7 +3,10 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let cli = hookline_worker::cli::Cli::parse();
-    if matches!(cli.command, hookline_worker::cli::Command::Run) {
+    if matches!(
+        cli.command,
+        hookline_worker::cli::Command::Run | hookline_worker::cli::Command::Api
+    ) {
         hookline_shared::telemetry::init();
     } else {
         hookline_shared::telemetry::init_cli();

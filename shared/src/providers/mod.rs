@@ -391,6 +391,14 @@ pub enum OptionError {
         provider: ProviderKind,
         known: String,
     },
+    #[error(
+        "option `{name}` of provider {provider} is kept by hookline itself and cannot be set \
+         (Notion's capture is armed with `sources arm-capture`)"
+    )]
+    Internal {
+        name: String,
+        provider: ProviderKind,
+    },
     #[error("the secret is not valid for provider {provider}: {reason}")]
     BadSecret {
         provider: ProviderKind,
@@ -444,6 +452,15 @@ impl SourceLimits {
             dedup_window: util::duration_option(options, "dedup_window")?,
             max_body_bytes,
         })
+    }
+}
+
+/// Options of `kind` that hookline writes itself (a Notion capture's arming, a token captured by
+/// an older version): read by the verifier, refused from callers, kept across option updates.
+pub fn internal_options(kind: ProviderKind) -> &'static [&'static str] {
+    match kind {
+        ProviderKind::Notion => notion::OPTIONS,
+        _ => &[],
     }
 }
 

@@ -278,7 +278,7 @@ async fn show(pool: &PgPool, id: Uuid) -> anyhow::Result<()> {
 
 /// Rebuilds the message's AMQP headers for a replay: hookline's own headers and the forwarded
 /// provider headers, without the previous attempt count, dead-letter notes or broker `x-` headers.
-fn replay_headers(json: &serde_json::Value) -> FieldTable {
+pub fn replay_headers(json: &serde_json::Value) -> FieldTable {
     let mut t = FieldTable::default();
     if let Some(m) = json.as_object() {
         for (k, v) in m {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use hookline_shared::config::Settings;
 use hookline_shared::secret::SecretKey;
 
+pub mod api_keys;
 pub mod dlq;
 pub mod sources;
 
@@ -28,6 +29,13 @@ pub struct Cli {
 pub enum Command {
     /// Consume the work queue: parse, route, run handlers, retry, dead-letter (until SIGTERM).
     Run,
+    /// Serve the management API on HOOKLINE_API_ADDR (until SIGTERM/SIGINT).
+    Api,
+    /// Management API keys: create, list, revoke.
+    ApiKeys {
+        #[command(subcommand)]
+        command: api_keys::ApiKeysCommand,
+    },
     /// Dead letters: list, show, replay, purge.
     Dlq {
         #[command(subcommand)]
@@ -56,7 +64,28 @@ pub enum TopologyCommand {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Mutations through the CLI land in the audit log like the API's.
+    if let Some((action, target)) = crate::api::audit::cli_action(&cli.command) {
+        let settings = load(&cli.config)?;
+        let result = dispatch(cli).await;
+        crate::api::audit::record_cli(&settings, action, target.as_deref(), &result).await;
+        return result;
+    }
+    dispatch(cli).await
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Api => {
+            let settings = load(&cli.config)?;
+            let api = crate::api::ApiServer::build(settings).await?;
+            tracing::info!(addr = %api.addr(), "hookline-worker api listening");
+            api.run_until_stopped().await
+        }
+        Command::ApiKeys { command } => {
+            let settings = load(&cli.config)?;
+            api_keys::run(&settings, command).await
+        }
         Command::Run => {
             let settings = load(&cli.config)?;
             let worker = crate::app::Worker::build(settings).await?;

@@ -111,7 +111,7 @@ fn read_secret(
     provider: ProviderKind,
 ) -> anyhow::Result<(Secret, bool)> {
     let secret = if generate {
-        return Ok((generate_for(provider), true));
+        return Ok((hookline_shared::source::generate_secret(provider), true));
     } else if stdin {
         let mut s = String::new();
         std::io::stdin()
@@ -131,23 +131,6 @@ fn read_secret(
         bail!("the secret is empty");
     }
     Ok((Secret::from(secret.as_str()), false))
-}
-
-/// Standard Webhooks secrets are `whsec_` + base64 of the key bytes; Salesforce's go into the
-/// endpoint URL (`?token=`), so they are URL-safe; others are opaque strings.
-fn generate_for(provider: ProviderKind) -> Secret {
-    if provider == ProviderKind::Salesforce {
-        return Secret::generate_url_safe();
-    }
-    let s = Secret::generate();
-    match provider {
-        ProviderKind::StandardWebhooks => {
-            let mut v = b"whsec_".to_vec();
-            v.extend_from_slice(s.expose());
-            Secret::new(v)
-        }
-        _ => s,
-    }
 }
 
 fn parse_options(raw: &[String]) -> anyhow::Result<Options> {

@@ -1,0 +1,60 @@
+//! The `/v1` resources, one module each with its `configure`. Handlers stay a few lines: check
+//! the scope, call one function of [`super::store`] or a repository, map the error, audit
+//! mutations.
+
+use actix_web::web;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::audit::{self, Actor};
+use super::error::ApiResult;
+use super::{ApiState, Principal};
+
+pub mod audit_log;
+pub mod dead_letters;
+pub mod events;
+pub mod jobs;
+pub mod keys;
+pub mod sources;
+pub mod stats;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    sources::configure(cfg);
+    events::configure(cfg);
+    dead_letters::configure(cfg);
+    jobs::configure(cfg);
+    stats::configure(cfg);
+    keys::configure(cfg);
+    audit_log::configure(cfg);
+}
+
+/// Writes the audit row for a mutation and passes its result through.
+pub(crate) async fn audited<T>(
+    state: &web::Data<ApiState>,
+    p: &Principal,
+    action: &str,
+    target: Option<&str>,
+    detail: serde_json::Value,
+    result: ApiResult<T>,
+) -> ApiResult<T> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    let actor = Actor {
+        name: p.actor(),
+        tenant: p.tenant.as_deref(),
+    };
+    audit::record(&state.pool, &actor, action, target, outcome, detail).await;
+    result
+}
+
+/// `limit` within 1..=500, default 50.
+pub(crate) fn limit(v: Option<i64>) -> ApiResult<i64> {
+    match v {
+        None => Ok(50),
+        Some(n) if (1..=500).contains(&n) => Ok(n),
+        Some(_) => Err(super::error::ApiError::invalid(
+            "`limit` must be between 1 and 500",
+        )),
+    }
+}

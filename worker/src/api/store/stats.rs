@@ -1,0 +1,182 @@
+//! Stats and health over a window, from what PostgreSQL holds: stored events, published dedup
+//! claims (accepted webhooks), attempts (delivery outcomes and latency) and dead letters. Every
+//! query is bounded by tenant and time so it runs on the `(tenant, started_at)` and
+//! `(source_id, received_at)` indexes.
+
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, BigInt, Double, Nullable, Text, Timestamptz};
+use diesel_async::RunQueryDsl;
+use hookline_shared::db::PgPool;
+
+use crate::api::error::ApiResult;
+
+#[derive(QueryableByName, Default, Clone)]
+pub struct CountRow {
+    #[diesel(sql_type = Text)]
+    pub key: String,
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+/// Events stored per source since `since`.
+pub async fn stored(
+    pool: &PgPool,
+    sources: &[String],
+    since: DateTime<Utc>,
+) -> ApiResult<Vec<CountRow>> {
+    let mut conn = pool.get().await?;
+    Ok(diesel::sql_query(
+        "SELECT source_id AS key, count(*) AS n FROM events \
+         WHERE source_id = ANY($1) AND received_at >= $2 GROUP BY source_id",
+    )
+    .bind::<Array<Text>, _>(sources)
+    .bind::<Timestamptz, _>(since)
+    .load(&mut conn)
+    .await?)
+}
+
+/// Webhooks accepted (published claims) per source since `since`.
+pub async fn accepted(
+    pool: &PgPool,
+    sources: &[String],
+    since: DateTime<Utc>,
+) -> ApiResult<Vec<CountRow>> {
+    let mut conn = pool.get().await?;
+    Ok(diesel::sql_query(
+        "SELECT source_id AS key, count(*) AS n FROM dedup_claims \
+         WHERE source_id = ANY($1) AND claimed_at >= $2 AND state = 'published' \
+         GROUP BY source_id",
+    )
+    .bind::<Array<Text>, _>(sources)
+    .bind::<Timestamptz, _>(since)
+    .load(&mut conn)
+    .await?)
+}
+
+/// Dead letters parked per source whose last failure is since `since`.
+pub async fn dead(
+    pool: &PgPool,
+    sources: &[String],
+    since: DateTime<Utc>,
+) -> ApiResult<Vec<CountRow>> {
+    let mut conn = pool.get().await?;
+    Ok(diesel::sql_query(
+        "SELECT source_id AS key, count(*) AS n FROM dead_letters \
+         WHERE source_id = ANY($1) AND last_failed_at >= $2 AND status = 'parked' \
+         GROUP BY source_id",
+    )
+    .bind::<Array<Text>, _>(sources)
+    .bind::<Timestamptz, _>(since)
+    .load(&mut conn)
+    .await?)
+}
+
+/// Attempt figures for one group (a source, or a handler + destination).
+#[derive(QueryableByName, Clone)]
+pub struct AttemptStats {
+    #[diesel(sql_type = Text)]
+    pub key: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub destination: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub attempts: i64,
+    #[diesel(sql_type = BigInt)]
+    pub done: i64,
+    #[diesel(sql_type = BigInt)]
+    pub retry: i64,
+    #[diesel(sql_type = BigInt)]
+    pub dead_letter: i64,
+    #[diesel(sql_type = Nullable<Double>)]
+    pub p50: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    pub p95: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    pub p99: Option<f64>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_ok: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub first_fail_after_ok: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_fail: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_error: Option<String>,
+}
+
+/// `group` is a SQL expression over `attempts` naming the group (`source_id`, `handler`).
+async fn attempt_stats(
+    pool: &PgPool,
+    group: &str,
+    with_destination: bool,
+    tenants: Option<&[String]>,
+    since: DateTime<Utc>,
+) -> ApiResult<Vec<AttemptStats>> {
+    let dest = if with_destination {
+        "destination"
+    } else {
+        "NULL::text"
+    };
+    let sql = format!(
+        "WITH a AS (SELECT * FROM attempts WHERE ($1::text[] IS NULL OR tenant = ANY($1)) \
+                      AND started_at >= $2), \
+              g AS (SELECT {group} AS key, {dest} AS destination, count(*) AS attempts, \
+                      count(*) FILTER (WHERE outcome = 'done') AS done, \
+                      count(*) FILTER (WHERE outcome = 'retry') AS retry, \
+                      count(*) FILTER (WHERE outcome = 'dead_letter') AS dead_letter, \
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50, \
+                      percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95, \
+                      percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99, \
+                      max(started_at) FILTER (WHERE outcome = 'done') AS last_ok, \
+                      max(started_at) FILTER (WHERE outcome <> 'done') AS last_fail \
+                    FROM a GROUP BY 1, 2) \
+         SELECT g.key, g.destination, g.attempts, g.done, g.retry, g.dead_letter, \
+                g.p50, g.p95, g.p99, g.last_ok, g.last_fail, \
+                (SELECT min(started_at) FROM a WHERE {group} = g.key \
+                   AND {dest} IS NOT DISTINCT FROM g.destination AND outcome <> 'done' \
+                   AND (g.last_ok IS NULL OR started_at > g.last_ok)) AS first_fail_after_ok, \
+                (SELECT coalesce(error_class || ': ', '') || coalesce(error, '') FROM a \
+                   WHERE {group} = g.key AND {dest} IS NOT DISTINCT FROM g.destination \
+                   AND outcome <> 'done' ORDER BY started_at DESC LIMIT 1) AS last_error \
+         FROM g ORDER BY g.key"
+    );
+    let mut conn = pool.get().await?;
+    Ok(diesel::sql_query(sql)
+        .bind::<Nullable<Array<Text>>, _>(tenants)
+        .bind::<Timestamptz, _>(since)
+        .load(&mut conn)
+        .await?)
+}
+
+pub async fn by_source(
+    pool: &PgPool,
+    tenants: Option<&[String]>,
+    since: DateTime<Utc>,
+) -> ApiResult<Vec<AttemptStats>> {
+    attempt_stats(pool, "source_id", false, tenants, since).await
+}
+
+pub async fn by_destination(
+    pool: &PgPool,
+    tenants: Option<&[String]>,
+    since: DateTime<Utc>,
+) -> ApiResult<Vec<AttemptStats>> {
+    attempt_stats(pool, "handler", true, tenants, since).await
+}
+
+/// Parked dead letters in all (for the overview).
+pub async fn parked(pool: &PgPool, tenant: Option<&str>) -> ApiResult<i64> {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut conn = pool.get().await?;
+    let n: N = diesel::sql_query(
+        "SELECT count(*) AS n FROM dead_letters WHERE status = 'parked' \
+         AND ($1::text IS NULL OR tenant = $1)",
+    )
+    .bind::<Nullable<Text>, _>(tenant)
+    .get_result(&mut conn)
+    .await?;
+    Ok(n.n)
+}
