@@ -122,6 +122,15 @@ pub struct Settings {
     /// How long dead letters are kept after their last failure (`0s`: forever).
     #[serde(with = "duration")]
     pub retention_dead_letters: Duration,
+    /// How often workers reload tenants' subscriptions (`HOOKLINE_SUBSCRIPTION_REFRESH`).
+    #[serde(with = "duration")]
+    pub subscription_refresh: Duration,
+    /// Subscriptions one tenant may have.
+    pub subscriptions_per_tenant: u32,
+    /// Hosts a subscription may reach over plain `http` or on a private or loopback address
+    /// (comma-separated; an operator's choice, never a tenant's). Empty: public `https` only.
+    #[serde(with = "strings")]
+    pub subscription_allow_hosts: Vec<String>,
 }
 
 impl Default for Settings {
@@ -163,6 +172,9 @@ impl Default for Settings {
             retention_events: Duration::from_secs(30 * 24 * 3600),
             retention_attempts: Duration::from_secs(30 * 24 * 3600),
             retention_dead_letters: Duration::from_secs(90 * 24 * 3600),
+            subscription_refresh: Duration::from_secs(2),
+            subscriptions_per_tenant: 50,
+            subscription_allow_hosts: Vec::new(),
         }
     }
 }
@@ -249,6 +261,9 @@ impl Settings {
         }
         if self.worker_prefetch == 0 {
             return bad("WORKER_PREFETCH", "must be at least 1");
+        }
+        if self.subscription_refresh.is_zero() {
+            return bad("SUBSCRIPTION_REFRESH", "must be more than 0s");
         }
         if self.api_rate_limit == 0 {
             return bad("API_RATE_LIMIT", "must be at least 1");
@@ -384,6 +399,33 @@ mod durations {
                 .map(|p| crate::providers::parse_duration(p).map_err(serde::de::Error::custom))
                 .collect(),
         }
+    }
+}
+
+/// A list of words, as a TOML array or a comma-separated string (`a.example,b.example`).
+mod strings {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.join(","))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum ListOrStr {
+            List(Vec<String>),
+            Str(String),
+        }
+        let items = match ListOrStr::deserialize(d)? {
+            ListOrStr::List(items) => items,
+            ListOrStr::Str(s) => s.split(',').map(str::to_owned).collect(),
+        };
+        Ok(items
+            .into_iter()
+            .map(|i| i.trim().to_ascii_lowercase())
+            .filter(|i| !i.is_empty())
+            .collect())
     }
 }
 

@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod providers;
 pub mod secret;
 pub mod source;
+pub mod subscription;
 pub mod telemetry;
 pub mod topology;

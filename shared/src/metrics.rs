@@ -180,6 +180,8 @@ pub struct WorkerMetrics {
     /// 0 closed, 1 open, 2 half-open, per HTTP destination handler.
     pub circuit_state: prometheus::IntGaugeVec,
     pub broker_up: IntGauge,
+    /// Tenants' subscriptions this worker delivers to (active, loaded).
+    pub subscriptions_active: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -208,7 +210,16 @@ impl WorkerMetrics {
         registry
             .register(Box::new(broker_up.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
+        let subscriptions_active = IntGauge::new(
+            "hookline_worker_subscriptions_active",
+            "Tenants' subscriptions loaded and delivered to",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        registry
+            .register(Box::new(subscriptions_active.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
         Self {
+            subscriptions_active,
             events: counter(
                 &registry,
                 "hookline_worker_events_total",

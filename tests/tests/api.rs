@@ -101,6 +101,7 @@ struct Acme {
     job: Uuid,
     key_id: String,
     victim_key_id: String,
+    subscription: String,
 }
 
 /// One route: method, path, body, the scope it needs, and whether it lists (another tenant's
@@ -256,6 +257,64 @@ fn routes(a: &Acme) -> Vec<Route> {
         ),
         r("GET", "/v1/audit".into(), None, "admin", true),
         r(
+            "GET",
+            "/v1/subscriptions?tenant=acme".into(),
+            None,
+            "read",
+            true,
+        ),
+        r(
+            "POST",
+            "/v1/subscriptions".into(),
+            Some(
+                json!({"tenant": "acme", "url": "https://hooks.acme.example/in", "event_types": ["*"]}),
+            ),
+            "sources:write",
+            false,
+        ),
+        r(
+            "GET",
+            format!("/v1/subscriptions/{}", a.subscription),
+            None,
+            "read",
+            false,
+        ),
+        r(
+            "PATCH",
+            format!("/v1/subscriptions/{}", a.subscription),
+            Some(json!({"event_types": ["issues.*"]})),
+            "sources:write",
+            false,
+        ),
+        r(
+            "POST",
+            format!("/v1/subscriptions/{}/pause", a.subscription),
+            None,
+            "sources:write",
+            false,
+        ),
+        r(
+            "POST",
+            format!("/v1/subscriptions/{}/resume", a.subscription),
+            None,
+            "sources:write",
+            false,
+        ),
+        r(
+            "POST",
+            format!("/v1/subscriptions/{}/test", a.subscription),
+            None,
+            "sources:write",
+            false,
+        ),
+        r(
+            "DELETE",
+            format!("/v1/subscriptions/{}", a.subscription),
+            None,
+            "sources:write",
+            false,
+        ),
+        r(
             "DELETE",
             format!("/v1/sources/{src}"),
             None,
@@ -332,11 +391,30 @@ async fn every_route_checks_credentials_scope_and_tenant() {
         job,
         key_id: acme_admin["id"].as_str().expect("id").to_owned(),
         victim_key_id: victim["id"].as_str().expect("id").to_owned(),
+        subscription: String::new(),
     };
+    env.set("HOOKLINE_SUBSCRIPTION_ALLOW_HOSTS", "127.0.0.1");
     let server = api(&env).await;
 
     let globex_all = key(&env, &["admin"], Some("globex"), &[]).await;
     let acme_all = acme_admin["key"].as_str().expect("key").to_owned();
+    let hooks = hookline_tests::Destination::start();
+    let sub = call(
+        &server,
+        "POST",
+        "/v1/subscriptions",
+        Some(&acme_all),
+        Some(&json!({"url": hooks.url, "event_types": ["*"]})),
+    )
+    .await;
+    assert_eq!(sub.status, 201, "{sub:?}");
+    let acme = Acme {
+        subscription: sub.json()["subscription"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned(),
+        ..acme
+    };
     let root = key(&env, &["admin"], None, &[]).await;
     let by_scope = [
         ("read", key(&env, &["read"], None, &[]).await),

@@ -18,9 +18,11 @@ use crate::gate::DbGate;
 use crate::handlers::Handlers;
 use crate::routes::Routes;
 use crate::runner::{self, Ctx, Policy};
+use crate::subscriptions::Subscriptions;
 
 pub struct Worker {
     ctx: Arc<Ctx>,
+    subscription_refresh: Duration,
     server: actix_web::dev::Server,
     addr: std::net::SocketAddr,
     shutdown: CancellationToken,
@@ -82,7 +84,19 @@ impl Worker {
             default_schedule: settings.retry_schedule.clone(),
             retry: handlers.retry_specs(),
         };
+        let subscriptions = Arc::new(Subscriptions::new(
+            hookline_shared::subscription::SubscriptionRepo::new(pool.clone(), key.clone()),
+            settings.subscription_allow_hosts.clone(),
+            metrics.clone(),
+        ));
+        // Loaded before the first batch, so a subscription that exists at start is never
+        // missed; later changes arrive with the refresh loop.
+        subscriptions
+            .refresh(true)
+            .await
+            .context("loading subscriptions")?;
         let ctx = Arc::new(Ctx {
+            subscriptions,
             sources: SourceRepo::new(pool.clone(), key),
             gate: DbGate::new(pool.clone(), consumer_stop.clone()),
             pool,
@@ -131,6 +145,7 @@ impl Worker {
         .run();
         Ok(Self {
             ctx,
+            subscription_refresh: settings.subscription_refresh,
             server,
             addr,
             shutdown,
@@ -149,11 +164,18 @@ impl Worker {
         let consumer_stop = self.consumer_stop;
         let archiver = tokio::spawn(crate::archive::run(self.ctx.clone(), consumer_stop.clone()));
         let consumer = tokio::spawn(runner::run(self.ctx.clone(), consumer_stop.clone()));
+        let subscriptions = tokio::spawn(
+            self.ctx
+                .subscriptions
+                .clone()
+                .run(self.subscription_refresh, consumer_stop.clone()),
+        );
         shutdown_signal().await;
         tracing::info!("shutting down: no new deliveries, finishing in-flight batches");
         consumer_stop.cancel();
         let _ = consumer.await;
         let _ = archiver.await;
+        let _ = subscriptions.await;
         self.shutdown.cancel();
         handle.stop(true).await;
         let _ = server.await;

@@ -8,6 +8,7 @@
 //! - [`archive`]: dead letters from the parking queue into PostgreSQL.
 //! - [`store`]: the worker's SQL, every batch through `isolate`.
 //! - [`gate`]: pauses the worker while the database is unavailable.
+//! - [`subscriptions`]: tenants' HTTP destinations, reloaded while the worker runs.
 //! - [`api`]: `hookline-worker api`, the management API.
 
 pub mod api;
@@ -19,3 +20,4 @@ pub mod handlers;
 pub mod routes;
 pub mod runner;
 pub mod store;
+pub mod subscriptions;

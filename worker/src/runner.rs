@@ -41,6 +41,7 @@ use crate::gate::DbGate;
 use crate::handlers::{Env, HandlerId, Handlers, Job, Outcome, Plan, Reason, Report};
 use crate::routes::{RetrySpec, Routes};
 use crate::store::{self, AttemptRow, EXCERPT_BYTES, excerpt};
+use crate::subscriptions::{Active, Subscriptions};
 
 /// Headers the worker adds to a dead-lettered message.
 pub const H_DL_REASON: &str = "hookline-dl-reason";
@@ -51,6 +52,10 @@ pub const H_DL_MODULE: &str = "hookline-dl-module";
 /// The `module` label of events whose module no route names.
 pub const OTHER_MODULE: &str = "other";
 
+/// The `handler` label of every tenant subscription: subscriptions are tenants' data, so one
+/// label for all keeps the series bounded.
+pub const SUBSCRIPTION_LABEL: &str = "subscription";
+
 pub struct Ctx {
     pub pool: PgPool,
     pub gate: DbGate,
@@ -59,6 +64,8 @@ pub struct Ctx {
     pub handlers: Handlers,
     pub metrics: WorkerMetrics,
     pub sources: SourceRepo,
+    /// Tenants' subscriptions, run after each event's route.
+    pub subscriptions: Arc<Subscriptions>,
     pub policy: Policy,
     /// Modules the routes name: the only `module` label values (else [`OTHER_MODULE`]).
     pub known_modules: HashSet<String>,
@@ -199,6 +206,14 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     }
 }
 
+/// What failed an event: one of the routes file's handlers, or a tenant's subscription (which
+/// carries its own retry policy, since subscriptions come and go while the worker runs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failer {
+    Handler(HandlerId),
+    Subscription { name: String, retry: RetrySpec },
+}
+
 /// A message's state on its way through a batch.
 #[derive(Debug)]
 pub enum Item {
@@ -215,7 +230,7 @@ pub enum Item {
     Failed {
         received: Box<Received>,
         event: Box<NormalizedEvent>,
-        handler: HandlerId,
+        handler: Failer,
         outcome: Outcome,
     },
 }
@@ -229,7 +244,7 @@ impl Item {
     }
 
     /// The item after `handler` failed with `outcome` (only a routed item can fail).
-    fn fail(self, handler: HandlerId, outcome: Outcome) -> Self {
+    fn fail(self, handler: Failer, outcome: Outcome) -> Self {
         match self {
             Item::Routed {
                 received, event, ..
@@ -263,7 +278,7 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
     pub reason: Reason,
-    pub handler: Option<HandlerId>,
+    pub handler: Option<Failer>,
     pub note: String,
 }
 
@@ -280,22 +295,25 @@ pub fn decide(item: &Item, attempt: u32, policy: &Policy, now: Instant) -> Actio
         Item::Routed { .. } => return Action::Ack,
         Item::Failed {
             handler, outcome, ..
-        } => (*handler, outcome),
+        } => (handler, outcome),
     };
     match outcome {
         Outcome::Done => Action::Ack,
         Outcome::Abandoned => Action::Requeue,
         Outcome::DeadLetter { reason, note } => Action::DeadLetter(DeadLetter {
             reason: *reason,
-            handler: Some(handler),
+            handler: Some(handler.clone()),
             note: note.clone(),
         }),
         Outcome::Retry { after, reason } => {
-            let spec = policy.retry.get(handler.0).cloned().unwrap_or_default();
+            let spec = match handler {
+                Failer::Handler(h) => policy.retry.get(h.0).cloned().unwrap_or_default(),
+                Failer::Subscription { retry, .. } => retry.clone(),
+            };
             if attempt >= spec.max_attempts {
                 return Action::DeadLetter(DeadLetter {
                     reason: Reason::RetriesExhausted,
-                    handler: Some(handler),
+                    handler: Some(handler.clone()),
                     note: reason.clone(),
                 });
             }
@@ -507,11 +525,12 @@ async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
                             note: String::new(),
                         },
                     );
-                    slot.item = item.fail(h, report.outcome);
+                    slot.item = item.fail(Failer::Handler(h), report.outcome);
                 }
             }
         }
     }
+    run_subscriptions(ctx, &mut slots, &done, &mut attempts).await;
 
     store::record_attempts(&ctx.gate, &attempts).await;
     let now = Instant::now();
@@ -520,6 +539,141 @@ async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
         settle(ctx, slot, action)
     }))
     .await;
+}
+
+/// Delivers the events whose route finished to their tenant's matching subscriptions, each
+/// subscription's events together (one destination, its own concurrency bound and breaker).
+/// Attempt numbers belong to the message, so a subscription is not tried again once the
+/// message's attempt passed its `max_attempts` (it failed that often already). When several
+/// subscriptions fail one event, the failure that keeps the event going decides: a retry with
+/// attempts left wins over an exhausted retry or a dead letter, so one tenant endpoint that
+/// refuses for good does not cost the others their retries.
+async fn run_subscriptions(
+    ctx: &Ctx,
+    slots: &mut [Slot],
+    done: &[HashSet<String>],
+    attempts: &mut Vec<AttemptRow>,
+) {
+    let mut groups: BTreeMap<String, (Arc<Active>, Vec<usize>)> = BTreeMap::new();
+    for (i, slot) in slots.iter().enumerate() {
+        let Item::Routed { event, .. } = &slot.item else {
+            continue;
+        };
+        for sub in ctx.subscriptions.matching(&event.tenant, &event.event_type) {
+            if slot.attempt > sub.retry.max_attempts {
+                continue;
+            }
+            if done[i].contains(&sub.name) {
+                ctx.metrics
+                    .events
+                    .with_label_values(&[
+                        ctx.module_label(&event.module),
+                        SUBSCRIPTION_LABEL,
+                        "skipped",
+                    ])
+                    .inc();
+                continue;
+            }
+            groups
+                .entry(sub.name.clone())
+                .or_insert_with(|| (sub.clone(), Vec::new()))
+                .1
+                .push(i);
+        }
+    }
+    if groups.is_empty() {
+        return;
+    }
+    let started_at = Utc::now();
+    let results = {
+        let slots_ref = &*slots;
+        let runs = groups.into_values().map(|(sub, idxs)| async move {
+            let jobs: Vec<Job<'_>> = idxs.iter().filter_map(|&i| slots_ref[i].job()).collect();
+            let timer = ctx
+                .metrics
+                .handler_seconds
+                .with_label_values(&[SUBSCRIPTION_LABEL])
+                .start_timer();
+            let mut reports = sub.handler.run(&jobs).await;
+            timer.observe_duration();
+            record_success(ctx, &sub.name, &jobs, &mut reports).await;
+            (sub, idxs, reports)
+        });
+        futures::future::join_all(runs).await
+    };
+    for (sub, idxs, reports) in results {
+        for (i, report) in idxs.into_iter().zip(reports) {
+            let slot = &mut slots[i];
+            if let Some(event) = slot.item.event() {
+                ctx.metrics
+                    .events
+                    .with_label_values(&[
+                        ctx.module_label(&event.module),
+                        SUBSCRIPTION_LABEL,
+                        report.outcome.label(),
+                    ])
+                    .inc();
+                if let Some(row) =
+                    attempt_row(ctx, event, slot.attempt, &sub.name, &report, started_at)
+                {
+                    attempts.push(row);
+                }
+            }
+            if report.outcome == Outcome::Done {
+                continue;
+            }
+            let failer = Failer::Subscription {
+                name: sub.name.clone(),
+                retry: sub.retry.clone(),
+            };
+            let attempt = slot.attempt;
+            let replace = match &slot.item {
+                Item::Routed { .. } => true,
+                Item::Failed {
+                    handler, outcome, ..
+                } => {
+                    persistence(&report.outcome, &failer, attempt)
+                        > persistence(outcome, handler, attempt)
+                }
+                Item::Rejected { .. } => false,
+            };
+            if replace {
+                let item = std::mem::replace(
+                    &mut slot.item,
+                    Item::Rejected {
+                        reason: Reason::Panic,
+                        note: String::new(),
+                    },
+                );
+                slot.item = match item {
+                    Item::Failed {
+                        received, event, ..
+                    } => Item::Failed {
+                        received,
+                        event,
+                        handler: failer,
+                        outcome: report.outcome,
+                    },
+                    other => other.fail(failer, report.outcome),
+                };
+            }
+        }
+    }
+}
+
+/// How far a failure keeps its event going: requeued untouched, retried with attempts left,
+/// or at its end (dead letter, or a retry with no attempt left).
+fn persistence(outcome: &Outcome, failer: &Failer, attempt: u32) -> u8 {
+    match (outcome, failer) {
+        (Outcome::Abandoned, _) => 3,
+        (Outcome::Retry { .. }, Failer::Subscription { retry, .. })
+            if attempt < retry.max_attempts =>
+        {
+            2
+        }
+        (Outcome::Retry { .. }, Failer::Handler(_)) => 2,
+        _ => 1,
+    }
 }
 
 /// Writes the processed markers of the jobs a handler finished. The effect happened but, if its
@@ -684,7 +838,10 @@ async fn retry(
 
 async fn dead_letter(ctx: &Ctx, slot: &Slot, letter: &DeadLetter) -> Result<(), PublishError> {
     let reason = letter.reason.as_str();
-    let handler = letter.handler.map(|h| ctx.handlers.get(h).name.as_str());
+    let handler = letter.handler.as_ref().map(|h| match h {
+        Failer::Handler(h) => ctx.handlers.get(*h).name.as_str(),
+        Failer::Subscription { name, .. } => name.as_str(),
+    });
     let mut extra = vec![
         (H_DL_REASON, reason.to_owned()),
         (H_DL_ERROR, letter.note.chars().take(2000).collect()),
@@ -820,7 +977,7 @@ mod tests {
         Item::Failed {
             received,
             event,
-            handler: HandlerId(handler),
+            handler: Failer::Handler(HandlerId(handler)),
             outcome,
         }
     }
@@ -874,7 +1031,7 @@ mod tests {
             decide(&item, 3, &policy(), now),
             Action::DeadLetter(DeadLetter {
                 reason: Reason::RetriesExhausted,
-                handler: Some(HandlerId(0)),
+                handler: Some(Failer::Handler(HandlerId(0))),
                 note: "503".into(),
             })
         );
@@ -929,11 +1086,58 @@ mod tests {
                 decide(&item, 1, &policy(), Instant::now()),
                 Action::DeadLetter(DeadLetter {
                     reason,
-                    handler: Some(HandlerId(1)),
+                    handler: Some(Failer::Handler(HandlerId(1))),
                     note: "why".into(),
                 })
             );
         }
+    }
+
+    #[test]
+    fn the_subscription_failure_that_keeps_an_event_going_decides() {
+        let sub = |max| Failer::Subscription {
+            name: "sub:x".into(),
+            retry: RetrySpec {
+                max_attempts: max,
+                schedule: None,
+            },
+        };
+        let retry = Outcome::retry("503");
+        let gone = Outcome::permanent("410");
+        // Attempts left beat a spent retry and a dead letter; requeueing beats everything.
+        assert!(persistence(&retry, &sub(3), 1) > persistence(&retry, &sub(1), 1));
+        assert!(persistence(&retry, &sub(3), 2) > persistence(&gone, &sub(3), 2));
+        assert_eq!(
+            persistence(&retry, &sub(2), 2),
+            persistence(&gone, &sub(8), 2)
+        );
+        assert!(persistence(&Outcome::Abandoned, &sub(1), 5) > persistence(&retry, &sub(9), 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscription_failure_uses_the_subscription_retry_policy() {
+        let now = Instant::now();
+        let (received, event) = event();
+        let item = Item::Failed {
+            received,
+            event,
+            handler: Failer::Subscription {
+                name: "sub:x".into(),
+                retry: RetrySpec {
+                    max_attempts: 2,
+                    schedule: None,
+                },
+            },
+            outcome: Outcome::retry("500"),
+        };
+        assert!(matches!(
+            decide(&item, 1, &policy(), now),
+            Action::Retry { .. }
+        ));
+        let Action::DeadLetter(dl) = decide(&item, 2, &policy(), now) else {
+            panic!("exhausted after two attempts");
+        };
+        assert_eq!(dl.reason, Reason::RetriesExhausted);
     }
 
     #[tokio::test(start_paused = true)]

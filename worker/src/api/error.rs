@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use hookline_shared::db::DbError;
 use hookline_shared::source::SourceError;
+use hookline_shared::subscription::SubscriptionError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -44,6 +45,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("the source cannot be served: {0}")]
     SourceMisconfigured(String),
+    #[error("{0}")]
+    LimitReached(String),
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid_request",
             ApiError::Conflict(_) => "conflict",
             ApiError::SourceMisconfigured(_) => "source_misconfigured",
+            ApiError::LimitReached(_) => "limit_reached",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -134,6 +138,20 @@ impl From<SourceError> for ApiError {
     }
 }
 
+impl From<SubscriptionError> for ApiError {
+    fn from(e: SubscriptionError) -> Self {
+        match e {
+            SubscriptionError::NotFound(id) => ApiError::NotFound(format!("subscription `{id}`")),
+            SubscriptionError::Invalid(m) => ApiError::Invalid(m),
+            e @ SubscriptionError::Limit { .. } => ApiError::LimitReached(e.to_string()),
+            SubscriptionError::Seal(e) => ApiError::Conflict(format!(
+                "the subscription's signing secret cannot be opened: {e}"
+            )),
+            SubscriptionError::Db(e) => e.into(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -145,7 +163,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ApiError::Conflict(_) | ApiError::SourceMisconfigured(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_)
+            | ApiError::SourceMisconfigured(_)
+            | ApiError::LimitReached(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -22,6 +22,7 @@ use hookline_shared::amqp::{Broker, BrokerOptions};
 use hookline_shared::config::Settings;
 use hookline_shared::db::{self, PgPool};
 use hookline_shared::source::SourceRepo;
+use hookline_shared::subscription::SubscriptionRepo;
 use hookline_shared::topology::Topology;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,10 @@ pub struct ApiState {
     pub pool: PgPool,
     pub keys: keys::KeyRepo,
     pub sources: SourceRepo,
+    pub subscriptions: SubscriptionRepo,
+    /// HOOKLINE_SUBSCRIPTION_ALLOW_HOSTS: the only exceptions to the SSRF rules.
+    pub subscription_allow_hosts: Vec<String>,
+    pub subscriptions_per_tenant: u32,
     pub broker: Broker,
     pub limiter: auth::RateLimiter,
     pub metrics: ApiMetrics,
@@ -113,7 +118,7 @@ impl ApiMetrics {
     info(
         title = "hookline management API",
         description = "Sources, events and their delivery attempts, dead letters, jobs, stats, \
-                       API keys and the audit log. Authenticate with `Authorization: Bearer hl_…`."
+                       subscriptions, API keys and the audit log. Authenticate with `Authorization: Bearer hl_…`."
     ),
     modifiers(&BearerAuth),
     security(("api_key" = []))
@@ -191,6 +196,9 @@ impl ApiServer {
         );
         let state = web::Data::new(ApiState {
             keys: keys::KeyRepo::new(pool.clone()),
+            subscriptions: SubscriptionRepo::new(pool.clone(), key.clone()),
+            subscription_allow_hosts: settings.subscription_allow_hosts.clone(),
+            subscriptions_per_tenant: settings.subscriptions_per_tenant,
             sources: SourceRepo::new(pool.clone(), key),
             pool,
             broker,

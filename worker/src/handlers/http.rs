@@ -37,7 +37,55 @@ pub struct HttpHandler {
     key: Vec<u8>,
     client: reqwest::Client,
     breaker: Breaker,
-    metrics: WorkerMetrics,
+    /// The circuit gauge is labelled by handler name: set for the routes file's handlers (a
+    /// bounded set), `None` for tenants' subscriptions, which would grow the series.
+    metrics: Option<WorkerMetrics>,
+}
+
+/// A destination URL that passed the SSRF rules a connection is held to: `https`, or `http` to
+/// an allowed host; no literal non-public address unless allowed. Names are checked again
+/// when they resolve (see [`Guard`]).
+pub struct CheckedUrl {
+    pub url: reqwest::Url,
+    /// The host, when it is in the allow-list (it may then be plain `http` or private).
+    allowed: Option<String>,
+}
+
+pub fn check_url(url: &str, allow_hosts: &[String]) -> Result<CheckedUrl, String> {
+    let url = reqwest::Url::parse(url).map_err(|e| format!("url `{url}`: {e}"))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("url `{url}` has no host"))?
+        .to_ascii_lowercase();
+    let allowed = allow_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
+    match url.scheme() {
+        "https" => {}
+        "http" if allowed => {}
+        "http" => {
+            return Err(format!(
+                "url `{url}` must be https (or list `{host}` in allow_hosts)"
+            ));
+        }
+        s => return Err(format!("url scheme `{s}` is not http(s)")),
+    }
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>()
+        && !allowed
+        && !is_public(ip)
+    {
+        return Err(format!(
+            "url host {ip} is a private or loopback address (list it in allow_hosts to allow)"
+        ));
+    }
+    Ok(CheckedUrl {
+        url,
+        allowed: allowed.then_some(host),
+    })
+}
+
+/// The key bytes of a `whsec_…` Standard Webhooks secret.
+pub fn whsec_key(secret: &str) -> Option<Vec<u8>> {
+    B64.decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+        .ok()
 }
 
 impl HttpHandler {
@@ -49,37 +97,24 @@ impl HttpHandler {
         allow_hosts: &[String],
         metrics: WorkerMetrics,
     ) -> Result<Self, String> {
-        let url = reqwest::Url::parse(url).map_err(|e| format!("url `{url}`: {e}"))?;
-        let host = url
-            .host_str()
-            .ok_or_else(|| format!("url `{url}` has no host"))?
-            .to_ascii_lowercase();
-        let allowed = allow_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
-        match url.scheme() {
-            "https" => {}
-            "http" if allowed => {}
-            "http" => {
-                return Err(format!(
-                    "url `{url}` must be https (or list `{host}` in allow_hosts)"
-                ));
-            }
-            s => return Err(format!("url scheme `{s}` is not http(s)")),
-        }
-        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>()
-            && !allowed
-            && !is_public(ip)
-        {
-            return Err(format!(
-                "url host {ip} is a private or loopback address (list it in allow_hosts to allow)"
-            ));
-        }
+        let url = check_url(url, allow_hosts)?;
         let secret = std::env::var(secret_env)
             .map_err(|_| format!("secret_env: environment variable `{secret_env}` is not set"))?;
-        let key = B64
-            .decode(secret.strip_prefix("whsec_").unwrap_or(&secret))
-            .map_err(|_| {
-                format!("the secret in `{secret_env}` is not `whsec_` followed by base64")
-            })?;
+        let key = whsec_key(&secret).ok_or_else(|| {
+            format!("the secret in `{secret_env}` is not `whsec_` followed by base64")
+        })?;
+        Self::build(name, url, key, timeout, Some(metrics))
+    }
+
+    /// A handler for a checked URL with its signing key.
+    pub fn build(
+        name: &str,
+        checked: CheckedUrl,
+        key: Vec<u8>,
+        timeout: Duration,
+        metrics: Option<WorkerMetrics>,
+    ) -> Result<Self, String> {
+        let CheckedUrl { url, allowed } = checked;
         // `no_proxy`: with `HTTPS_PROXY` in the environment, reqwest would hand the destination's
         // name to the proxy and never resolve it here, so the guard below would check nothing.
         let client = reqwest::Client::builder()
@@ -88,12 +123,12 @@ impl HttpHandler {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hookline/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(Guard {
-                allowed: allowed.then_some(host),
-            }))
+            .dns_resolver(Arc::new(Guard { allowed }))
             .build()
             .map_err(|e| format!("http client: {e}"))?;
-        metrics.circuit_state.with_label_values(&[name]).set(0);
+        if let Some(m) = &metrics {
+            m.circuit_state.with_label_values(&[name]).set(0);
+        }
         let mut destination = url.clone();
         let _ = destination.set_username("");
         let _ = destination.set_password(None);
@@ -117,14 +152,17 @@ impl HttpHandler {
                 let Ok(_permit) = sem.acquire().await else {
                     return Report::new(Outcome::retry("shutting down"));
                 };
-                let started = Instant::now();
                 let mut report = self.send(j.event).await;
-                report.elapsed = Some(started.elapsed());
                 report.destination = Some(self.destination.clone());
                 report
             })
         }))
         .await
+    }
+
+    /// The URL as `attempts` records it (no credentials, no query).
+    pub fn destination(&self) -> &str {
+        &self.destination
     }
 
     async fn send(&self, e: &NormalizedEvent) -> Report {
@@ -143,7 +181,29 @@ impl HttpHandler {
                     .class("serialize");
             }
         };
-        let id = e.id.to_string();
+        let report = self.post(&e.id.to_string(), body).await;
+        match &report.outcome {
+            Outcome::Retry { .. } => self.breaker.failure(),
+            // A permanent answer still means the destination is up.
+            Outcome::Done | Outcome::DeadLetter { .. } | Outcome::Abandoned => {
+                self.breaker.success()
+            }
+        }
+        self.publish_state();
+        report
+    }
+
+    /// POSTs `body` signed under message id `id`, past the circuit breaker (a test event is
+    /// sent even to a destination whose circuit is open); the report says what came back.
+    pub async fn post(&self, id: &str, body: Vec<u8>) -> Report {
+        let started = Instant::now();
+        let mut report = self.post_inner(id, body).await;
+        report.elapsed = Some(started.elapsed());
+        report.destination = Some(self.destination.clone());
+        report
+    }
+
+    async fn post_inner(&self, id: &str, body: Vec<u8>) -> Report {
         let ts = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -157,13 +217,13 @@ impl HttpHandler {
             .client
             .post(self.url.clone())
             .header("content-type", "application/json")
-            .header("webhook-id", &id)
+            .header("webhook-id", id)
             .header("webhook-timestamp", &ts)
             .header("webhook-signature", format!("v1,{sig}"))
             .body(body)
             .send()
             .await;
-        let report = match result {
+        match result {
             Ok(mut res) => {
                 let status = res.status();
                 let outcome = classify(status, res.headers());
@@ -188,23 +248,15 @@ impl HttpHandler {
             } else {
                 "request"
             }),
-        };
-        match &report.outcome {
-            Outcome::Retry { .. } => self.breaker.failure(),
-            // A permanent answer still means the destination is up.
-            Outcome::Done | Outcome::DeadLetter { .. } | Outcome::Abandoned => {
-                self.breaker.success()
-            }
         }
-        self.publish_state();
-        report
     }
 
     fn publish_state(&self) {
-        self.metrics
-            .circuit_state
-            .with_label_values(&[&self.name])
-            .set(self.breaker.state_code());
+        if let Some(m) = &self.metrics {
+            m.circuit_state
+                .with_label_values(&[&self.name])
+                .set(self.breaker.state_code());
+        }
     }
 }
 

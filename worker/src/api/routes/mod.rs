@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod keys;
 pub mod sources;
 pub mod stats;
+pub mod subscriptions;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     sources::configure(cfg);
@@ -23,6 +24,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     dead_letters::configure(cfg);
     jobs::configure(cfg);
     stats::configure(cfg);
+    subscriptions::configure(cfg);
     keys::configure(cfg);
     audit_log::configure(cfg);
 }
