@@ -8,7 +8,7 @@ TEST_THREADS ?= 6
 FUZZ_SECONDS ?= 120
 FUZZ_TEST_SECONDS ?= 8
 
-.PHONY: run test lint services tools build build-release bench chaos demo fuzz clean-dev
+.PHONY: run test test-console lint services tools build build-release bench chaos demo fuzz clean-dev
 
 ## run: ensure PostgreSQL and RabbitMQ, migrate, create a demo source, start the ingress
 run: services build
@@ -24,6 +24,11 @@ test: tools lint
 fuzz: tools
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
 
+## test-console: only the operator console's tests (browser ones in chromium; part of `make test`)
+test-console: tools
+	$(CARGO) build --workspace --bins
+	$(CARGO) nextest run -p hookline-tests --no-fail-fast -E 'binary(console)'
+
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
@@ -32,7 +37,8 @@ lint:
 services:
 	@bash deploy/dev/services.sh
 
-## tools: what the tests need besides Rust (promtool and validators for deploy/, cargo-fuzz)
+## tools: what the tests need besides Rust (promtool and validators for deploy/, chromium and
+## tests/console's node packages for the console's browser tests, cargo-fuzz)
 tools:
 	@bash deploy/dev/tools.sh
 
