@@ -8,7 +8,7 @@ TEST_THREADS ?= 6
 FUZZ_SECONDS ?= 120
 FUZZ_TEST_SECONDS ?= 8
 
-.PHONY: run test test-console lint services tools build build-release bench chaos demo fuzz clean-dev
+.PHONY: run test test-console lint services tools build build-release bench bench-console chaos demo fuzz clean-dev
 
 ## run: ensure PostgreSQL and RabbitMQ, migrate, create a demo source, start the ingress
 run: services build
@@ -51,6 +51,10 @@ build-release:
 ## bench: load generator against the real ingress, broker and database (release build)
 bench: services build-release
 	@bash deploy/dev/bench.sh
+
+## bench-console: the operator console's page loads with 1 million events (release build, chromium)
+bench-console: services build-release
+	@HOOKLINE_PROFILE=release bash deploy/dev/console-bench.sh
 
 ## chaos: the crash/fault suite at 1,000/s and 2,000/s on its own broker cluster and database
 chaos: services build-release

@@ -165,7 +165,7 @@ test('sign in with an admin key', async () => {
   await signIn(world.admin_key);
   await page.getByRole('heading', { level: 1, name: 'Overview' }).waitFor();
   const nav = page.getByRole('navigation', { name: 'Console' });
-  for (const link of ['Overview', 'Sources', 'Events', 'Dead letters', 'API keys']) {
+  for (const link of ['Overview', 'Sources', 'Events', 'Dead letters', 'Subscriptions', 'API keys']) {
     await nav.getByRole('link', { name: link }).waitFor();
   }
   // The key never lands in the page's storage or a readable cookie.
@@ -259,6 +259,87 @@ test('sources: list, detail, add with a generated secret shown once', async () =
   assert.ok(!(await page.content()).includes(generatedSecret), 'the secret is not shown again');
 });
 
+test('a source the ingress cannot serve says why on its page', async () => {
+  await open(`#/sources/${world.broken_source}`, world.broken_source, page.locator('#src-problem-card'));
+  const card = await page.locator('#src-problem-card').innerText();
+  assert.match(card, /cannot serve this source/);
+  assert.match(card, /undecryptable_secret/);
+  assert.match(card, /503 source_misconfigured/);
+  await axe('broken source');
+  await shot('12b-source-broken');
+});
+
+test('Notion: arm the capture, Notion sends its token, reveal it', async () => {
+  await open(`#/sources/${world.notion_source}`, world.notion_source, page.locator('#src-notion-card'));
+  assert.match(await page.locator('#src-notion-card').innerText(), /Not armed/);
+  await page.getByLabel('Capture for').fill('10m');
+  await page.getByRole('button', { name: 'Arm the capture' }).click();
+  await page.locator('#src-notion-card').filter({ hasText: 'Armed until' }).waitFor();
+  await axe('notion armed');
+  await shot('12c-source-notion-armed');
+  // Notion's first request: unsigned, carrying the token. The ingress sees the arming within its
+  // source refresh.
+  const token = `secret_${randomUUID().replace(/-/g, '')}`;
+  await eventually('the ingress captures the token', 15000, async () => {
+    const res = await fetch(`${world.ingress}/webhooks/${world.notion_source}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ verification_token: token }),
+    });
+    return res.status === 200;
+  });
+  // The same URL again is no navigation in a single-page app: reload to fetch anew.
+  await page.reload();
+  await page.locator('#src-notion-card').filter({ hasText: 'verification token is captured' }).waitFor();
+  await page.getByRole('button', { name: 'Reveal the token' }).click();
+  const box = page.getByLabel('Verification token', { exact: true });
+  await box.waitFor();
+  assert.equal(await box.inputValue(), token);
+  await axe('notion captured');
+  await shot('12d-source-notion-captured');
+});
+
+test('subscriptions: add (secret shown once), send a test event, see deliveries, pause, delete', async () => {
+  await open('#/subscriptions', 'Subscriptions', page.locator('#subs-list'));
+  await page.getByLabel('Tenant').fill('acme');
+  await page.getByLabel('URL').fill(world.subscription_url);
+  await page.getByLabel('Event types').fill('issues.*');
+  await page.getByLabel('Description').fill('CRM sync');
+  await axe('subscriptions');
+  await page.getByRole('button', { name: 'Add subscription' }).click();
+  const secret = page.getByLabel('Signing secret');
+  await secret.waitFor();
+  assert.match(await secret.inputValue(), /^whsec_/);
+  const row = page.locator('#subs-list tr', { hasText: 'CRM sync' });
+  await row.waitFor();
+  assert.match(await row.innerText(), /issues\.\*/);
+  assert.match(await row.innerText(), /active/);
+  await shot('17-subscriptions');
+  await page.getByRole('button', { name: 'Send test event to subscription CRM sync' }).click();
+  await page.locator('#subs-flash').filter({ hasText: 'Test event delivered to CRM sync' }).waitFor();
+  assert.match(await page.locator('#subs-flash').innerText(), /HTTP 200/);
+  // A matching event is delivered by the workers, who pick the subscription up without a restart.
+  const id = await sendGithub('issues', { action: 'closed', issue: { id: 77 }, repository: { full_name: 'acme/app' } });
+  await row.getByRole('link', { name: 'CRM sync' }).click();
+  await page.getByRole('heading', { level: 1, name: 'CRM sync' }).waitFor();
+  await eventually('the event among the latest deliveries', 30000, async () => {
+    await page.reload();
+    await page.locator('#sub-deliveries').waitFor();
+    const text = await page.locator('main').innerText();
+    return text.includes(id) && /done/.test(text);
+  });
+  await axe('subscription');
+  await shot('18-subscription');
+  await page.getByRole('button', { name: 'Pause subscription CRM sync' }).click();
+  await page.locator('main .page-head .badge').filter({ hasText: 'paused' }).waitFor();
+  await open('#/subscriptions', 'Subscriptions', page.locator('#subs-list table'));
+  await page.getByRole('button', { name: 'Delete subscription CRM sync' }).click();
+  await axe('subscriptions, confirming a delete');
+  await page.getByRole('button', { name: 'Confirm delete of subscription CRM sync' }).click();
+  await page.locator('#subs-flash').filter({ hasText: 'CRM sync deleted' }).waitFor();
+  assert.equal(await page.locator('#subs-list tr', { hasText: 'CRM sync' }).count(), 0);
+});
+
 test('a cookie-authenticated mutation without the CSRF token is refused', async () => {
   const res = await page.evaluate(async () => {
     const r = await fetch('/v1/sources', {
@@ -283,7 +364,8 @@ test('API keys: create shown once, list, revoke', async () => {
   await shot('13-api-keys');
   const revoke = page.getByRole('button', { name: /Revoke key console-made/ });
   await revoke.click();
-  await page.getByRole('button', { name: /Confirm revoking key console-made/ }).click();
+  await axe('api keys, confirming a revocation');
+  await page.getByRole('button', { name: /Confirm revoking console-made/ }).click();
   await page.locator('#keys-flash').filter({ hasText: 'revoked' }).waitFor();
 });
 
@@ -302,11 +384,11 @@ test('the keyboard reaches every navigation link and the skip link', async () =>
   // header's controls and ends at the skip link.
   assert.equal(await page.evaluate(() => document.activeElement.tagName), 'H1');
   const seen = [];
-  while (seen.length < 12 && seen[seen.length - 1] !== 'Skip to content') {
+  while (seen.length < 14 && seen[seen.length - 1] !== 'Skip to content') {
     await page.keyboard.press('Shift+Tab');
     seen.push(await page.evaluate(() => document.activeElement.textContent.trim()));
   }
-  for (const link of ['Sign out', 'API keys', 'Dead letters', 'Events', 'Sources', 'Overview', 'hookline', 'Skip to content']) {
+  for (const link of ['Sign out', 'API keys', 'Subscriptions', 'Dead letters', 'Events', 'Sources', 'Overview', 'hookline', 'Skip to content']) {
     assert.ok(seen.includes(link), `the keyboard reaches ${link}: ${seen.join(' | ')}`);
   }
   // The skip link moves focus to the content without changing the page.

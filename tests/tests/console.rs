@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine as _;
 use hookline_tests::env::Server;
 use hookline_tests::{Destination, Reply, TestEnv, eventually};
 use serde_json::{Value, json};
@@ -260,6 +261,12 @@ retry = {{ max_attempts = 3, schedule = ["200ms"] }}
         ),
     );
     env.set("HOOKLINE_ROUTES", &routes);
+    // Subscriptions made in the console deliver to this local receiver, and the ingress sees a
+    // Notion capture armed in the console quickly.
+    let receiver = Destination::start();
+    env.set("HOOKLINE_SUBSCRIPTION_ALLOW_HOSTS", "127.0.0.1");
+    env.set("HOOKLINE_SUBSCRIPTION_REFRESH", "200ms");
+    env.set("HOOKLINE_SOURCE_REFRESH", "200ms");
 
     let secret_a = "console-secret-acme";
     let secret_b = "console-secret-globex";
@@ -287,6 +294,38 @@ retry = {{ max_attempts = 3, schedule = ["200ms"] }}
     };
     add("acme", "acme-gh", secret_a).await;
     add("globex", "globex-gh", secret_b).await;
+    // Sealed under another HOOKLINE_SECRET_KEY (a second checkout's `make run` leaves such a
+    // source): the ingress cannot serve it, and its page must say why.
+    let other_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    env.cli_with(
+        &[
+            "sources",
+            "add",
+            "--provider",
+            "github",
+            "--tenant",
+            "acme",
+            "--id",
+            "acme-broken",
+            "--secret-stdin",
+        ],
+        Some("sealed-elsewhere"),
+        &[("HOOKLINE_SECRET_KEY", &other_key)],
+    )
+    .await
+    .ok();
+    env.cli(&[
+        "sources",
+        "add",
+        "--provider",
+        "notion",
+        "--tenant",
+        "acme",
+        "--id",
+        "acme-notion",
+    ])
+    .await
+    .ok();
     let (_, admin) = key(&env, &["admin"], None).await;
     let (_, tenant) = key(&env, &["read", "replay"], Some("acme")).await;
 
@@ -303,6 +342,9 @@ retry = {{ max_attempts = 3, schedule = ["200ms"] }}
         "source": "acme-gh",
         "secret": secret_a,
         "other_source": "globex-gh",
+        "broken_source": "acme-broken",
+        "notion_source": "acme-notion",
+        "subscription_url": receiver.url,
         "screenshots": shots,
     });
     let mut node = tokio::process::Command::new("node");
@@ -333,4 +375,12 @@ retry = {{ max_attempts = 3, schedule = ["200ms"] }}
     )
     .await;
     assert_eq!(dest.count(), 4);
+    // The subscription made in the console got its test event and the matching issue, signed
+    // (Standard Webhooks headers), and nothing after it was paused and deleted.
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "test event and one issue: {}", got.len());
+    assert!(
+        got.iter().all(|r| r.header("webhook-signature").is_some()),
+        "every delivery is signed"
+    );
 }

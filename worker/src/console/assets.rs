@@ -38,6 +38,7 @@ static ASSETS: &[Asset] = &[
     asset!("pages/sources.js", JS),
     asset!("pages/events.js", JS),
     asset!("pages/dead_letters.js", JS),
+    asset!("pages/subscriptions.js", JS),
     asset!("pages/keys.js", JS),
 ];
 

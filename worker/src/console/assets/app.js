@@ -8,6 +8,7 @@ import * as overview from './pages/overview.js';
 import * as sources from './pages/sources.js';
 import * as events from './pages/events.js';
 import * as deadLetters from './pages/dead_letters.js';
+import * as subscriptions from './pages/subscriptions.js';
 import * as keys from './pages/keys.js';
 import * as signin from './pages/signin.js';
 
@@ -22,6 +23,7 @@ const pages = [
   { path: 'sources', label: 'Sources', module: sources },
   { path: 'events', label: 'Events', module: events },
   { path: 'dead-letters', label: 'Dead letters', module: deadLetters },
+  { path: 'subscriptions', label: 'Subscriptions', module: subscriptions },
   { path: 'api-keys', label: 'API keys', module: keys, scope: 'admin' },
 ];
 

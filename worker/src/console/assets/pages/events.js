@@ -6,6 +6,8 @@ import * as api from '../api.js';
 import { h, table, badge, field, input, select, dl, time, ago, errorNotice, jsonTree, clear, ms, notice, button } from '../ui.js';
 
 const TAIL_MS = 2000;
+// A tail left open on a busy system keeps this many rows at most, dropping the oldest.
+const TAIL_KEEP = 1000;
 const FILTERS = ['source', 'provider', 'module', 'event_type', 'entity_id', 'status', 'since', 'until'];
 
 export async function render(ctx) {
@@ -90,7 +92,8 @@ async function renderList(ctx) {
       tbody,
     ),
   );
-  const empty = h('p', { class: 'empty' }, 'No events match.');
+  // Hidden until the first page answers, so "No events match" never flashes during a search.
+  const empty = h('p', { class: 'empty', hidden: true }, 'No events match.');
   const more = h('div', { class: 'more' });
   ctx.main.appendChild(list);
   ctx.main.appendChild(empty);
@@ -105,8 +108,18 @@ async function renderList(ctx) {
       rows.push(row(e));
       if (!newest || e.received_at > newest) newest = e.received_at;
     }
-    if (where === 'top') tbody.prepend(...rows);
-    else tbody.append(...rows);
+    if (where === 'top') {
+      tbody.prepend(...rows);
+      if (tbody.rows.length > TAIL_KEEP) {
+        while (tbody.rows.length > TAIL_KEEP) {
+          const last = tbody.lastElementChild;
+          seen.delete(last.dataset.id);
+          last.remove();
+        }
+        // The cursor of "Older events" no longer follows the last row shown.
+        clear(more).appendChild(h('p', { class: 'hint' }, `The live tail keeps the newest ${TAIL_KEEP} events; search to see older ones.`));
+      }
+    } else tbody.append(...rows);
     empty.hidden = seen.size > 0;
     list.hidden = seen.size === 0;
     return rows.length;

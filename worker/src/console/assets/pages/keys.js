@@ -39,7 +39,7 @@ export async function render(ctx) {
                   if (b.dataset.armed !== '1') {
                     b.dataset.armed = '1';
                     b.textContent = `Confirm revoking ${k.name}`;
-                    b.setAttribute('aria-label', `Confirm revoking key ${k.name} (${k.id})`);
+                    b.setAttribute('aria-label', `Confirm revoking ${k.name} (key ${k.id})`);
                     return;
                   }
                   clear(flash);

@@ -1,6 +1,6 @@
-// Sources: list, detail (where to point the provider, health, secrets), add with the provider's
-// setup steps, rotate the secret with a grace period, enable/disable. A generated secret is
-// shown once.
+// Sources: list, detail (where to point the provider, health, why the ingress cannot serve it,
+// secrets, Notion's token capture), add with the provider's setup steps, rotate the secret with a
+// grace period, enable/disable. A generated secret is shown once.
 
 import * as api from '../api.js';
 import { h, table, badge, field, input, select, button, dl, time, ago, notice, errorNotice, secretBox, clear, pct, ms, num } from '../ui.js';
@@ -69,6 +69,19 @@ async function renderOne(ctx, id) {
 function detail(ctx, s, st, flash, reload) {
   const p = PROVIDERS[s.provider] || { name: s.provider, steps: [] };
   const out = h('div', {});
+  if (s.problem) {
+    // The ingress answers 503 source_misconfigured for it: say so first, with the repair.
+    out.appendChild(
+      h(
+        'section',
+        { class: 'card card-bad', 'aria-labelledby': 'src-problem', id: 'src-problem-card' },
+        h('h2', { id: 'src-problem' }, 'The ingress cannot serve this source'),
+        h('p', { class: 'error-text' }, s.problem),
+        h('p', {}, 'Until it is repaired every webhook to it is answered ', h('code', {}, '503 source_misconfigured'), ' (the provider retries). ',
+          s.problem.startsWith('undecryptable_secret') ? 'Rotate the secret below with a grace period of 0s: the stored one cannot be opened by this deployment’s HOOKLINE_SECRET_KEY.' : ''),
+      ),
+    );
+  }
   out.appendChild(
     h(
       'section',
@@ -80,7 +93,8 @@ function detail(ctx, s, st, flash, reload) {
         ['Enabled', s.enabled ? 'yes' : 'no: the ingress answers 404'],
         ['Created', time(s.created_at)],
         ['Updated', time(s.updated_at)],
-        ['State (1 h)', st ? h('span', {}, badge(st.health.state), st.health.reason ? ` ${st.health.reason}` : '') : '—'],
+        // Delivery figures cannot see a source the ingress refuses to serve: its problem wins.
+        ['State (1 h)', s.problem ? h('span', {}, badge('failing'), ' the ingress cannot serve it (above)') : st ? h('span', {}, badge(st.health.state), st.health.reason ? ` ${st.health.reason}` : '') : '—'],
         ['Accepted / stored (1 h)', st ? `${num(st.accepted)} / ${num(st.stored)}` : '—'],
         ['Delivery success, p50 / p99', st ? `${pct(st.delivery.success_rate)}, ${ms(st.delivery.latency_ms_p50)} / ${ms(st.delivery.latency_ms_p99)}` : '—'],
         ['Dead letters (1 h)', st ? h('a', { href: `#/dead-letters?source=${encodeURIComponent(s.id)}` }, num(st.dead_letters)) : '—'],
@@ -98,6 +112,7 @@ function detail(ctx, s, st, flash, reload) {
       h('ol', {}, p.steps.map((x) => h('li', {}, x))),
     ),
   );
+  if (s.provider === 'notion') out.appendChild(notionCapture(ctx, s, flash, reload));
   const opts = Object.entries(s.options || {});
   out.appendChild(
     h(
@@ -138,6 +153,62 @@ function detail(ctx, s, st, flash, reload) {
     );
   }
   return out;
+}
+
+// Notion signs with a verification token it sends once, unsigned: hookline stores it only while
+// an operator has armed the capture. Arm it, have Notion send it, then reveal it for Notion's
+// Verify dialog (every reveal is audited).
+function notionCapture(ctx, s, flash, reload) {
+  const captured = s.secrets.length > 0 || 'verification_token' in (s.options || {});
+  const armedUntil = (s.options || {}).capture_armed_until;
+  const armed = armedUntil && new Date(armedUntil) > new Date();
+  const state = captured
+    ? h('p', {}, badge('done'), ' A verification token is captured: this source verifies Notion’s signatures.')
+    : armed
+      ? h('p', {}, badge('running'), ' Armed until ', time(armedUntil), ': Notion’s next verification request will be captured. Create or re-send the subscription in Notion now.')
+      : h('p', {}, badge('stored'), ' Not armed: Notion’s unsigned verification request is refused (', h('code', {}, '401 capture_not_armed'), ').');
+  const section = h('section', { class: 'card', 'aria-labelledby': 'src-notion', id: 'src-notion-card' }, h('h2', { id: 'src-notion' }, 'Notion verification token'), state);
+  if (!ctx.has('sources:write')) return section;
+  const span = input('capture_for', { value: '10m', pattern: '[0-9]+(ms|s|m|h)?', required: true });
+  const revealed = h('div', { id: 'notion-token' });
+  if (!captured) {
+    section.appendChild(
+      h(
+        'form',
+        {
+          class: 'inline-form',
+          'aria-label': 'Arm the capture',
+          onsubmit: async (ev) => {
+            ev.preventDefault();
+            clear(flash);
+            try {
+              const r = await api.post(`/v1/sources/${encodeURIComponent(s.id)}/arm-capture`, { for: span.value.trim() });
+              await reload();
+              flash.appendChild(notice('ok', h('p', {}, 'Capture armed until ', time(r.capture_armed_until), '.')));
+            } catch (e) {
+              flash.appendChild(errorNotice(e));
+            }
+          },
+        },
+        field('Capture for', span, 'At most 24h; the first captured request spends it.'),
+        h('button', { type: 'submit' }, armed ? 'Arm again' : 'Arm the capture'),
+      ),
+    );
+  } else {
+    section.appendChild(
+      button('Reveal the token', async () => {
+        clear(revealed);
+        try {
+          const r = await api.get(`/v1/sources/${encodeURIComponent(s.id)}/captured`);
+          revealed.appendChild(notice('ok', h('p', {}, 'Paste it into Notion’s ', h('em', {}, 'Verify'), ' dialog. This reveal is in the audit log.'), secretBox('Verification token', r.verification_token)));
+        } catch (e) {
+          revealed.appendChild(errorNotice(e));
+        }
+      }, { class: 'secondary' }),
+    );
+  }
+  section.appendChild(revealed);
+  return section;
 }
 
 function rotateForm(s, flash, reload) {
