@@ -3,8 +3,12 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # End-to-end tests mostly wait on the broker and the database: run more of them than cores.
 TEST_THREADS ?= 6
+# Seconds each fuzz target runs after its seeds replay: in `make fuzz`, and in `make test` (a
+# short bounded run; 0 replays the seeds only).
+FUZZ_SECONDS ?= 120
+FUZZ_TEST_SECONDS ?= 8
 
-.PHONY: run test test-console lint services tools build build-release bench bench-console soak profile chaos demo clean-dev
+.PHONY: run test test-console lint services tools build build-release bench bench-console soak profile chaos demo fuzz clean-dev
 
 ## run: ensure PostgreSQL and RabbitMQ, migrate, create a demo source, start the ingress
 run: services build
@@ -14,6 +18,11 @@ run: services build
 test: tools lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS)
+	FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) bash fuzz/run.sh
+
+## fuzz: every verifier and parser under libFuzzer, FUZZ_SECONDS per target; fails on a crash
+fuzz: tools
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
 
 ## test-console: only the operator console's tests (browser ones in chromium; part of `make test`)
 test-console: tools
@@ -22,13 +31,14 @@ test-console: tools
 
 lint:
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 services:
 	@bash deploy/dev/services.sh
 
 ## tools: what the tests need besides Rust (promtool and validators for deploy/, chromium and
-## tests/console's node packages for the console's browser tests)
+## tests/console's node packages for the console's browser tests, cargo-fuzz)
 tools:
 	@bash deploy/dev/tools.sh
 

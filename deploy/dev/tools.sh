@@ -11,7 +11,9 @@
 #   packages (playwright-core, which drives that chromium, and axe-core), with `npm ci`: the
 #   operator console's browser tests (tests/tests/console.rs). Node.js is the machine's when it
 #   is 20 or newer (playwright-core's minimum); Debian 12's is 18, so there npm installs the
-#   official Node.js 20 build (npm package `node`) into .hookline/node, which the tests then use.
+#   official Node.js 20 build (npm package `node`) into .hookline/node, which the tests then use;
+# - cargo-fuzz (crates.io) and a C++ compiler (libfuzzer-sys builds libFuzzer): fuzz/run.sh, the
+#   short fuzz run of `make test` and `make fuzz`.
 # Does nothing for what is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -51,4 +53,12 @@ if [ ! -f "$console/node_modules/.package-lock.json" ] \
   || [ "$console/package-lock.json" -nt "$console/node_modules/.package-lock.json" ]; then
   echo "[tools] npm ci in tests/console"
   (cd "$console" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+if ! command -v c++ >/dev/null 2>&1; then
+  echo "[tools] installing g++ (libFuzzer is C++)"
+  apt_install g++
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "[tools] installing cargo-fuzz"
+  cargo install cargo-fuzz --version 0.13.2 --locked
 fi
