@@ -88,12 +88,13 @@ SELECT id, tenant, source_id, 'crm', 'https://crm.example.com/hooks', 2,
        processed_at + interval '5 seconds', 70, 'done', 200, 'bench:1'
 FROM crm WHERE r < 0.05 AND processed_at < now() - interval '1 hour';
 INSERT INTO dead_letters (event_id, source_id, tenant, provider, module, handler, reason, attempts,
-                          last_error, first_failed_at, last_failed_at, body, headers)
+                          last_error, first_failed_at, last_failed_at, body, headers, received_at)
 SELECT e.id, e.source_id, e.tenant, e.provider, e.module, 'crm', 'permanent_failure', 1,
-       'destination answered 410 Gone', c.processed_at, c.processed_at, '{}'::bytea, '{}'::jsonb
+       'destination answered 410 Gone', c.processed_at, c.processed_at, '{}'::bytea, '{}'::jsonb,
+       e.received_at
 FROM crm c JOIN events e ON e.id = c.id WHERE c.r >= 0.05 AND c.r < 0.055;
 " >/dev/null
-psql_ "VACUUM ANALYZE events; VACUUM ANALYZE attempts; VACUUM ANALYZE dead_letters;" >/dev/null
+for t in events attempts dead_letters; do psql_ "VACUUM ANALYZE $t" >/dev/null; done
 echo "generated in $(( $(date +%s) - started ))s: $(psql_ "select count(*) from events") events, $(psql_ "select count(*) from attempts") attempts, $(psql_ "select count(*) from dead_letters") dead letters; events table $(psql_ "select pg_size_pretty(pg_total_relation_size('events'))")"
 
 "$bin/hookline-worker" api > "$root/.hookline/bench-api.log" 2>&1 &

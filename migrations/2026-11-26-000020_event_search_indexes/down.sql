@@ -1,3 +1,7 @@
+DROP INDEX IF EXISTS dead_letters_parked_all_received_idx;
+DROP INDEX IF EXISTS dead_letters_parked_received_idx;
+ALTER TABLE dead_letters DROP COLUMN IF EXISTS received_at;
+DROP STATISTICS IF EXISTS events_source_tenant;
 DROP INDEX IF EXISTS attempts_retry_idx;
 DROP INDEX IF EXISTS events_entity_idx;
 DROP INDEX IF EXISTS events_tenant_type_idx;

@@ -22,3 +22,21 @@ CREATE INDEX IF NOT EXISTS events_entity_idx
 -- `status=retrying`: the few attempts that were retries, probed per event.
 CREATE INDEX IF NOT EXISTS attempts_retry_idx ON attempts (event_id, handler, started_at)
     WHERE outcome = 'retry';
+
+-- source → tenant (and provider): without the dependency the planner multiplies the two
+-- selectivities, expects a handful of rows for `tenant = … AND source_id = …` and sorts
+-- thousands instead of walking the source's index.
+CREATE STATISTICS IF NOT EXISTS events_source_tenant (dependencies) ON tenant, provider, source_id FROM events;
+
+-- `status=dead`: the parked dead letters in their events' order. A dead letter keeps its event's
+-- `received_at` (the envelope's `hookline-received-at`, the same value `events` holds), filled in
+-- here for the rows archived before.
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS received_at timestamptz NULL;
+UPDATE dead_letters SET received_at = (headers->>'hookline-received-at')::timestamptz
+ WHERE received_at IS NULL
+   AND headers->>'hookline-received-at' ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$';
+CREATE INDEX IF NOT EXISTS dead_letters_parked_received_idx
+    ON dead_letters (tenant, received_at DESC, event_id DESC) WHERE status = 'parked';
+CREATE INDEX IF NOT EXISTS dead_letters_parked_all_received_idx
+    ON dead_letters (received_at DESC, event_id DESC) WHERE status = 'parked';
+ANALYZE events;

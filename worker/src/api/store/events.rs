@@ -149,7 +149,7 @@ fn prefix_range(pattern: &str) -> Option<(String, Option<String>)> {
 
 /// Search, newest first. The page is chosen by an index that yields `(received_at, id)` order
 /// for the filters given; the status is computed for the page's rows only. `status=dead` is
-/// driven from the parked dead letters and `status=retrying` from the last
+/// read from the parked dead letters in their events' order and `status=retrying` from the last
 /// [`RETRYING_HORIZON_HOURS`] of retry attempts, both few; `delivered` and `stored` are common
 /// and found by walking the newest events.
 pub async fn search(pool: &PgPool, f: &EventFilter) -> ApiResult<Vec<EventSummary>> {
@@ -206,17 +206,32 @@ pub async fn search(pool: &PgPool, f: &EventFilter) -> ApiResult<Vec<EventSummar
         let pi = sql.arg(Arg::Uuid(id));
         conds.push(format!("(e.received_at, e.id) < ({pt}, {pi})"));
     }
+    // The order the page is read in: the events', or for dead events the parked dead letters'
+    // copy of it (the same `received_at`), so their index yields the page.
+    let mut order = "e.received_at DESC, e.id DESC";
     // The candidate set a rare status is drawn from, and the status's own condition.
     let from = match f.status {
         Some(EventStatus::Dead) => {
-            let tenant = match &f.tenant {
-                Some(t) => format!(" AND d.tenant = {}", sql.arg(Arg::Text(t.clone()))),
-                None => String::new(),
-            };
-            format!(
-                "(SELECT d.event_id FROM dead_letters d WHERE d.status = 'parked'{tenant} \
-                 OFFSET 0) c JOIN events e ON e.id = c.event_id"
-            )
+            order = "d.received_at DESC, d.event_id DESC";
+            conds.push("d.status = 'parked' AND d.received_at IS NOT NULL".to_owned());
+            if let Some(t) = &f.tenant {
+                let ph = sql.arg(Arg::Text(t.clone()));
+                conds.push(format!("d.tenant = {ph}"));
+            }
+            if let Some(t) = f.since {
+                let ph = sql.arg(Arg::Ts(t));
+                conds.push(format!("d.received_at >= {ph}"));
+            }
+            if let Some(t) = f.until {
+                let ph = sql.arg(Arg::Ts(t));
+                conds.push(format!("d.received_at < {ph}"));
+            }
+            if let Some((t, id)) = f.before {
+                let pt = sql.arg(Arg::Ts(t));
+                let pi = sql.arg(Arg::Uuid(id));
+                conds.push(format!("(d.received_at, d.event_id) < ({pt}, {pi})"));
+            }
+            "dead_letters d JOIN events e ON e.id = d.event_id".to_owned()
         }
         Some(EventStatus::Retrying) => {
             let tenant = match &f.tenant {
@@ -256,7 +271,7 @@ pub async fn search(pool: &PgPool, f: &EventFilter) -> ApiResult<Vec<EventSummar
         "SELECT p.id, p.source_id, p.tenant, p.provider, p.module, p.event_type, p.entity_id, \
          p.received_at, {} AS status FROM (SELECT e.id, e.source_id, e.tenant, e.provider, \
          e.module, e.event_type, e.entity_id, e.received_at FROM {from} WHERE {where_} \
-         ORDER BY e.received_at DESC, e.id DESC LIMIT {limit}) p \
+         ORDER BY {order} LIMIT {limit}) p \
          ORDER BY p.received_at DESC, p.id DESC",
         status_sql("p")
     ));
