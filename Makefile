@@ -4,7 +4,7 @@ CARGO ?= cargo
 # End-to-end tests mostly wait on the broker and the database: run more of them than cores.
 TEST_THREADS ?= 6
 
-.PHONY: run test lint services tools build build-release bench chaos demo clean-dev
+.PHONY: run test lint services tools build build-release bench bench-api chaos demo clean-dev
 
 ## run: ensure PostgreSQL and RabbitMQ, migrate, create a demo source, start the ingress
 run: services build
@@ -35,6 +35,10 @@ build-release:
 ## bench: load generator against the real ingress, broker and database (release build)
 bench: services build-release
 	@bash deploy/dev/bench.sh
+
+## bench-api: the management API's event search on a million events (release build)
+bench-api: services build-release
+	@bash deploy/dev/bench-api.sh
 
 ## chaos: the crash/fault suite at 1,000/s and 2,000/s on its own broker cluster and database
 chaos: services build-release

@@ -8,10 +8,12 @@
 # ladder when received within the last hour; 0.5 % answered 410 and were dead-lettered). Then
 # the release API
 # answers every query class BENCH_API_ROUNDS times (default 200, after a warm-up) with one client,
-# then with four, and the p50/p95/p99 per class and over all are printed and saved.
+# then with four, and the p50/p95/p99 per class and over all are printed and saved. Last,
+# retention's cost: the oldest day removed by an API replica's first sweep.
 #
-# In a database of its own (removed at the end); needs only PostgreSQL (the API's broker
-# connection is not used by reads).
+# In a database of its own, removed at the end unless BENCH_API_KEEP=1, which also reuses a kept
+# one of the same size (to measure the queries again without generating again). Needs only PostgreSQL (the
+# API's broker connection is not used by reads).
 set -euo pipefail
 export HOOKLINE_PROFILE="${HOOKLINE_PROFILE:-release}"
 . "$(dirname "$0")/env.sh"
@@ -30,13 +32,18 @@ queries="$root/.hookline/bench-api-queries.txt"
 pids=()
 
 psql_() { psql -h 127.0.0.1 -U postgres -w -qtAc "$1" "${2:-$db}"; }
+keep="${BENCH_API_KEEP:-0}"
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  psql_ "drop database if exists $db with (force)" postgres || true
+  [ "$keep" = 1 ] || psql_ "drop database if exists $db with (force)" postgres || true
 }
 trap cleanup EXIT
 
+if [ "$keep" = 1 ] && [ "$(psql_ "select count(*) from events" 2>/dev/null || echo 0)" = "$events" ]; then
+  echo "reusing the kept database $db ($events events)"
+  "$bin/hookline-worker" migrate >/dev/null
+else
 psql_ "drop database if exists $db with (force)" postgres
 psql_ "create database $db" postgres
 "$bin/hookline-worker" migrate >/dev/null
@@ -96,6 +103,7 @@ FROM crm c JOIN events e ON e.id = c.id WHERE c.r >= 0.05 AND c.r < 0.055;
 " >/dev/null
 for t in events attempts dead_letters; do psql_ "VACUUM ANALYZE $t" >/dev/null; done
 echo "generated in $(( $(date +%s) - started ))s: $(psql_ "select count(*) from events") events, $(psql_ "select count(*) from attempts") attempts, $(psql_ "select count(*) from dead_letters") dead letters; events table $(psql_ "select pg_size_pretty(pg_total_relation_size('events'))")"
+fi
 
 "$bin/hookline-worker" api > "$root/.hookline/bench-api.log" 2>&1 &
 pids+=($!)
@@ -147,5 +155,23 @@ run "tenant t00 (40% of events)" "$big" "$queries.t00" 1
 run "tenant t07 (2.5% of events)" "$small" "$queries.t07" 1
 run "all tenants (operator key)" "$admin" "$queries.all" 1
 run "tenant t00 (40% of events)" "$big" "$queries.t00" 4
+
+# Retention's cost: an API replica started with 29-day windows removes the oldest day (about a
+# thirtieth of each table) in its first sweep, in batches of 5,000 rows. Not on a kept database,
+# which must stay as generated.
+if [ "$keep" != 1 ]; then
+echo
+echo "== retention: the oldest of 30 days"
+kill -TERM "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+pids=()
+before="$(psql_ "select (select count(*) from events) || ' events, ' || (select count(*) from attempts) || ' attempts'")"
+HOOKLINE_RETENTION_EVENTS=29d HOOKLINE_RETENTION_ATTEMPTS=29d HOOKLINE_RETENTION_DEAD_LETTERS=29d \
+  RUST_LOG=info "$bin/hookline-worker" api > "$root/.hookline/bench-api-retention.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 1200); do grep -q '"retention sweep"' "$root/.hookline/bench-api-retention.log" && break; sleep 0.25; done
+sweep="$(grep -m1 '"retention sweep"' "$root/.hookline/bench-api-retention.log")"
+echo "before: $before; sweep: $sweep"
+printf '%s\n' "$sweep" | sed 's/^{/{"label":"retention",/' >> "$results"
+fi
 echo
 echo "figures saved in ${results#$root/}"

@@ -10,6 +10,8 @@
 #   4 raw consume-and-ack        the broker's ceiling for what a worker does with a message
 #   5 worker, 1 replica          events/s from a pre-filled queue through parse, route, store
 #   6 worker, 2 replicas         the same with two replicas
+#   7 management API             event search on 1,000,000 events with realistic filters, and
+#                                retention's cost (deploy/dev/bench-api.sh; alone: make bench-api)
 #
 # Durations and sizes: BENCH_RAW (10s), BENCH_FLAT (20s), BENCH_FIXED (20s), BENCH_RATE (2000),
 # BENCH_EVENTS (50000).
@@ -113,6 +115,9 @@ say "5 worker, 1 replica ($events events)"
 worker_phase 1
 say "6 worker, 2 replicas ($events events)"
 worker_phase 2
+
+say "7 management API: event search on ${BENCH_API_EVENTS:-1000000} events"
+BENCH_RESULTS="$results" bash "$(dirname "$0")/bench-api.sh"
 
 echo
 echo "figures saved in ${results#$root/}"
