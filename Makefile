@@ -4,7 +4,7 @@ CARGO ?= cargo
 # End-to-end tests mostly wait on the broker and the database: run more of them than cores.
 TEST_THREADS ?= 6
 
-.PHONY: run test lint services tools build build-release bench bench-api chaos demo clean-dev
+.PHONY: run test test-console lint services tools build build-release bench bench-api bench-console chaos demo clean-dev
 
 ## run: ensure PostgreSQL and RabbitMQ, migrate, create a demo source, start the ingress
 run: services build
@@ -15,6 +15,11 @@ test: tools lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS)
 
+## test-console: only the operator console's tests (browser ones in chromium; part of `make test`)
+test-console: tools
+	$(CARGO) build --workspace --bins
+	$(CARGO) nextest run -p hookline-tests --no-fail-fast -E 'binary(console)'
+
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -22,7 +27,8 @@ lint:
 services:
 	@bash deploy/dev/services.sh
 
-## tools: what the tests need besides Rust (promtool, for the deploy/ checks)
+## tools: what the tests need besides Rust (promtool and validators for deploy/, chromium and
+## tests/console's node packages for the console's browser tests)
 tools:
 	@bash deploy/dev/tools.sh
 
@@ -39,6 +45,10 @@ bench: services build-release
 ## bench-api: the management API's event search on a million events (release build)
 bench-api: services build-release
 	@bash deploy/dev/bench-api.sh
+
+## bench-console: the operator console's page loads with 1 million events (release build, chromium)
+bench-console: services build-release
+	@HOOKLINE_PROFILE=release bash deploy/dev/console-bench.sh
 
 ## chaos: the crash/fault suite at 1,000/s and 2,000/s on its own broker cluster and database
 chaos: services build-release

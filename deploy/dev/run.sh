@@ -54,6 +54,7 @@ hookline-ingress is starting on http://$HOOKLINE_INGRESS_ADDR, a worker on http:
   health / metrics:             curl http://$HOOKLINE_INGRESS_ADMIN_ADDR/readyz ; curl http://$HOOKLINE_INGRESS_ADMIN_ADDR/metrics ; curl http://$HOOKLINE_WORKER_ADDR/metrics
   management API:               curl -H "Authorization: Bearer \$(cat .hookline/api-key)" http://$HOOKLINE_API_ADDR/v1/events
                                 (log: .hookline/api.log; OpenAPI: http://$HOOKLINE_API_ADDR/v1/openapi.json)
+  operator console:             http://$HOOKLINE_API_ADDR/  (sign in with the key in .hookline/api-key)
   operator CLI:                 set -a; . .hookline/dev.env; set +a; ${bin#$root/}/hookline-worker dlq list
 Stop with Ctrl-C.
 

@@ -6,7 +6,10 @@
 # - check-jsonschema (PyPI, with the Compose specification's schema vendored), in .hookline/venv:
 #   deploy/compose.yaml;
 # - schemathesis (PyPI), in .hookline/venv: the management API against its OpenAPI document
-#   (tests/tests/api_schemathesis.rs).
+#   (tests/tests/api_schemathesis.rs);
+# - chromium (Debian's package; never a downloaded browser) and tests/console's locked node
+#   packages (playwright-core, which drives that chromium, and axe-core), with `npm ci`: the
+#   operator console's browser tests (tests/tests/console.rs). Node.js is the machine's.
 # Does nothing for what is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -30,3 +33,15 @@ for tool in kubernetes-validate check-jsonschema schemathesis; do
     "$root/.hookline/venv/bin/pip" install -q "$tool"
   fi
 done
+if [ ! -x /usr/bin/chromium ]; then
+  echo "[tools] installing chromium (Debian package) for the console's browser tests"
+  apt_install chromium
+fi
+console="$root/tests/console"
+# Reinstalled when the lock file is newer than what npm last installed from it.
+if [ ! -f "$console/node_modules/.package-lock.json" ] \
+  || [ "$console/package-lock.json" -nt "$console/node_modules/.package-lock.json" ]; then
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  echo "[tools] npm ci in tests/console"
+  (cd "$console" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -40,7 +40,6 @@ async fn run_and_check(plan: Plan) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until issue 10's ingress and worker fixes land: duplicates and outage dead letters"]
 async fn every_fault_once_at_a_low_rate_loses_and_duplicates_nothing() {
     let mut plan = Plan::short(40);
     plan.faults = faults();

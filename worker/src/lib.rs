@@ -10,11 +10,13 @@
 //! - [`gate`]: pauses the worker while the database is unavailable.
 //! - [`subscriptions`]: tenants' HTTP destinations, reloaded while the worker runs.
 //! - [`api`]: `hookline-worker api`, the management API.
+//! - [`console`]: the operator console it serves at `/`.
 
 pub mod api;
 pub mod app;
 pub mod archive;
 pub mod cli;
+pub mod console;
 pub mod gate;
 pub mod handlers;
 pub mod routes;

@@ -1,6 +1,6 @@
 //! The providers' side of the chaos suite (`hookline-loadgen chaos`): signed GitHub deliveries at
 //! a fixed rate (open loop), a share of them re-sent once they were accepted (a provider's
-//! redelivery), and every `503`, other `5xx`, timeout or connection error retried with backoff
+//! redelivery), and every `503`, other `5xx`, `408`, `429`, timeout or connection error retried with backoff
 //! until the delivery is accepted (`202`, or `200` duplicate) or its deadline passes, as GitHub's
 //! and Stripe's senders do. Several ingress URLs are used round robin, as behind a load balancer.
 //!
@@ -309,8 +309,9 @@ async fn send_until_accepted(
                 seq.status = status;
                 break;
             }
-            // A provider retries server errors and transport failures; anything else is final.
-            0 | 500..=599 => {}
+            // A provider retries server errors, transport failures, `408` (its body was not read
+            // in time: a stalled or restarting replica) and `429`; any other answer is final.
+            0 | 408 | 429 | 500..=599 => {}
             other => {
                 seq.status = other;
                 break;

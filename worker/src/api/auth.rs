@@ -27,9 +27,32 @@ impl FromRequest for Principal {
             .map(|v| v.to_str().map(str::to_owned));
         // The socket's peer, not X-Forwarded-For: a client can write any header it likes.
         let peer = req.peer_addr().map(|a| a.ip());
+        // Without `Authorization`, the operator console's session cookie; a mutation by cookie
+        // must also carry the session's CSRF token (`Some(header)` asks for that check).
+        let session = crate::console::session::cookie_token(req);
+        let csrf = crate::console::session::is_mutation(req).then(|| {
+            req.headers()
+                .get(crate::console::session::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("no API state".into()))?;
-            let presented = match header {
+            let presented = match (header, session) {
+                (None, Some(token)) => {
+                    let principal = crate::console::session::principal(
+                        &state,
+                        &token,
+                        peer,
+                        csrf.as_ref().map(Option::as_deref),
+                    )
+                    .await?;
+                    state.limiter.check(&principal.key_id)?;
+                    return Ok(principal);
+                }
+                (header, _) => header,
+            };
+            let presented = match presented {
                 None => return Err(ApiError::MissingKey),
                 Some(Err(_)) => return Err(ApiError::InvalidKey),
                 Some(Ok(v)) => match v.split_once(' ') {

@@ -43,6 +43,10 @@ pub enum ApiError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("no valid console session: sign in again")]
+    InvalidSession,
+    #[error("missing or wrong CSRF token for a cookie-authenticated request")]
+    Csrf,
     #[error("the source cannot be served: {0}")]
     SourceMisconfigured(String),
     #[error("{0}")]
@@ -66,6 +70,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Invalid(_) => "invalid_request",
             ApiError::Conflict(_) => "conflict",
+            ApiError::InvalidSession => "invalid_session",
+            ApiError::Csrf => "csrf_token_invalid",
             ApiError::SourceMisconfigured(_) => "source_misconfigured",
             ApiError::LimitReached(_) => "limit_reached",
             ApiError::Unavailable(_) => "unavailable",
@@ -155,10 +161,11 @@ impl From<SubscriptionError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MissingKey | ApiError::InvalidKey | ApiError::ExpiredKey => {
-                StatusCode::UNAUTHORIZED
-            }
-            ApiError::IpNotAllowed | ApiError::Scope(_) => StatusCode::FORBIDDEN,
+            ApiError::MissingKey
+            | ApiError::InvalidKey
+            | ApiError::ExpiredKey
+            | ApiError::InvalidSession => StatusCode::UNAUTHORIZED,
+            ApiError::IpNotAllowed | ApiError::Scope(_) | ApiError::Csrf => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

@@ -332,32 +332,52 @@ impl KeyRepo {
         let Some(row) = rows.into_iter().next() else {
             return Err(ApiError::InvalidKey);
         };
-        if !bool::from(row.key_hash.as_slice().ct_eq(digest.as_slice())) || row.revoked_at.is_some()
-        {
+        if !bool::from(row.key_hash.as_slice().ct_eq(digest.as_slice())) {
             return Err(ApiError::InvalidKey);
         }
-        if row.expires_at.is_some_and(|at| at <= Utc::now()) {
-            return Err(ApiError::ExpiredKey);
-        }
-        if !row.allowed_ips.is_empty() {
-            let allowed = peer.is_some_and(|ip| {
-                let ip = canonical(ip);
-                row.allowed_ips
-                    .iter()
-                    .filter_map(|c| parse_cidr(c).ok())
-                    .any(|net| net.contains(&ip))
-            });
-            if !allowed {
-                return Err(ApiError::IpNotAllowed);
-            }
-        }
-        let info = row.info();
-        Ok(Principal {
-            key_id: info.id,
-            scopes: info.scopes,
-            tenant: info.tenant,
-        })
+        admit(row, peer)
     }
+
+    /// The key behind a console session, by id, with the same checks as [`Self::authenticate`]:
+    /// a session ends when its key is revoked, expires or may not be used from `peer`.
+    pub async fn authenticate_id(&self, id: &str, peer: Option<IpAddr>) -> ApiResult<Principal> {
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<KeyRow> =
+            diesel::sql_query(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+                .bind::<Text, _>(id)
+                .load(&mut conn)
+                .await?;
+        let row = rows.into_iter().next().ok_or(ApiError::InvalidKey)?;
+        admit(row, peer)
+    }
+}
+
+/// A known key's remaining checks: not revoked, not expired, used from an allowed address.
+fn admit(row: KeyRow, peer: Option<IpAddr>) -> ApiResult<Principal> {
+    if row.revoked_at.is_some() {
+        return Err(ApiError::InvalidKey);
+    }
+    if row.expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(ApiError::ExpiredKey);
+    }
+    if !row.allowed_ips.is_empty() {
+        let allowed = peer.is_some_and(|ip| {
+            let ip = canonical(ip);
+            row.allowed_ips
+                .iter()
+                .filter_map(|c| parse_cidr(c).ok())
+                .any(|net| net.contains(&ip))
+        });
+        if !allowed {
+            return Err(ApiError::IpNotAllowed);
+        }
+    }
+    let info = row.info();
+    Ok(Principal {
+        key_id: info.id,
+        scopes: info.scopes,
+        tenant: info.tenant,
+    })
 }
 
 /// An IPv4 client seen on a dual-stack socket arrives as `::ffff:a.b.c.d`; allow-lists name it

@@ -244,6 +244,8 @@ impl ApiServer {
                     .route("/healthz", web::get().to(healthz))
                     .route("/readyz", web::get().to(readyz))
                     .route("/metrics", web::get().to(metrics_text))
+                    // The operator console (`/`, its assets and sign-in), a client of `/v1`.
+                    .configure(crate::console::configure)
                     .app_data(known.clone())
                     .default_service(web::to(fallback))
                     .wrap_fn(move |req, srv| {
