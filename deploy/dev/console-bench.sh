@@ -101,6 +101,8 @@ echo "filled in $(( $(date +%s) - start )) s: $(psql_ -c "select count(*) from e
 fi
 "$bin/hookline-worker" migrate >/dev/null
 
+node=node
+[ -x "$root/.hookline/node/node_modules/.bin/node" ] && node="$root/.hookline/node/node_modules/.bin/node"
 key_of() { sed -n 's/.*"key": "\(hl_[^"]*\)".*/\1/p'; }
 admin="$("$bin/hookline-worker" api-keys create --name bench-admin --scope admin | key_of)"
 tenant="$("$bin/hookline-worker" api-keys create --name bench-tenant --scope read --tenant acme | key_of)"
@@ -120,6 +122,6 @@ done
 
 say "page loads, all-tenant admin key ($runs loads each; ms from navigation to the page's data on screen)"
 echo "machine: $(nproc) vCPU, load average $(cut -d' ' -f1-3 /proc/loadavg), binaries: $profile"
-node "$root/tests/console/load-time.mjs" "http://$HOOKLINE_API_ADDR" "$admin" "$runs" acme-1
+"$node" "$root/tests/console/load-time.mjs" "http://$HOOKLINE_API_ADDR" "$admin" "$runs" acme-1
 say "page loads, tenant key (acme, read)"
-node "$root/tests/console/load-time.mjs" "http://$HOOKLINE_API_ADDR" "$tenant" "$runs" acme-1
+"$node" "$root/tests/console/load-time.mjs" "http://$HOOKLINE_API_ADDR" "$tenant" "$runs" acme-1

@@ -209,6 +209,18 @@ async fn console_session_needs_csrf_for_mutations_and_ends_with_its_key() {
     );
 }
 
+/// The Node.js that runs the browser tests: the one `make tools` installed where the machine's
+/// is older than playwright-core's minimum (20), else the machine's.
+fn node() -> PathBuf {
+    let local =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.hookline/node/node_modules/.bin/node");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("node")
+    }
+}
+
 /// Where the browser tests live, and where their screenshots go.
 fn console_dir() -> (PathBuf, PathBuf) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -347,12 +359,13 @@ retry = {{ max_attempts = 3, schedule = ["200ms"] }}
         "subscription_url": receiver.url,
         "screenshots": shots,
     });
-    let mut node = tokio::process::Command::new("node");
-    node.args(["--test", "--test-concurrency=1", "console.test.mjs"])
+    let mut runner = tokio::process::Command::new(node());
+    runner
+        .args(["--test", "--test-concurrency=1", "console.test.mjs"])
         .current_dir(&dir)
         .env("HOOKLINE_CONSOLE_WORLD", world.to_string())
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(300), node.output())
+    let out = tokio::time::timeout(Duration::from_secs(300), runner.output())
         .await
         .expect("browser tests finish within 5 minutes")
         .expect("node runs (run `make tools`)");
