@@ -8,7 +8,7 @@ TEST_THREADS ?= 6
 FUZZ_SECONDS ?= 120
 FUZZ_TEST_SECONDS ?= 8
 
-.PHONY: run test test-console lint services tools build build-release bench bench-console soak profile chaos demo fuzz clean-dev
+.PHONY: run test test-console lint services tools build build-release bench bench-api bench-console soak profile chaos demo fuzz clean-dev
 
 ## run: ensure PostgreSQL and RabbitMQ, migrate, create a demo source, start the ingress
 run: services build
@@ -59,6 +59,10 @@ soak: services build-release
 ## profile: instructions per request of the release ingress under callgrind (load-independent)
 profile: services build-release
 	@bash deploy/dev/callgrind.sh
+
+## bench-api: the management API's event search on a million events (release build)
+bench-api: services build-release
+	@bash deploy/dev/bench-api.sh
 
 ## bench-console: the operator console's page loads with 1 million events (release build, chromium)
 bench-console: services build-release

@@ -11,6 +11,8 @@
 #   5 raw consume-and-ack        the broker's ceiling for what a worker does with a message
 #   6 worker, 1 replica          events/s from a pre-filled queue through parse, route, store
 #   7 worker, 2 replicas         the same with two replicas
+#   8 management API             event search on 1,000,000 events with realistic filters, and
+#                                retention's cost (deploy/dev/bench-api.sh; alone: make bench-api)
 #
 # Every ingress phase also reports, from /proc over the same window, the CPU time per accepted
 # request of the ingress, RabbitMQ (beam.smp, less its idle rate measured just before: the broker
@@ -155,5 +157,8 @@ say "6 worker, 1 replica ($events events)"
 worker_phase 1
 say "7 worker, 2 replicas ($events events)"
 worker_phase 2
+
+say "8 management API: event search on ${BENCH_API_EVENTS:-1000000} events"
+BENCH_RESULTS="$results" bash "$(dirname "$0")/bench-api.sh"
 
 summary

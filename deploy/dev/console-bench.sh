@@ -89,10 +89,11 @@ FROM generate_series(5, $events, 5) g
 JOIN srcs s ON s.n = g % 20
 CROSS JOIN LATERAL generate_series(1, CASE WHEN g % 1000 = 0 THEN 3 WHEN g % 100 = 0 THEN 2 ELSE 1 END) a;
 INSERT INTO dead_letters (event_id, source_id, tenant, provider, module, handler, reason, attempts,
-                          last_error, first_failed_at, last_failed_at, body, headers, content_type)
+                          last_error, first_failed_at, last_failed_at, body, headers, content_type,
+                          received_at)
 SELECT e.id, e.source_id, e.tenant, e.provider, e.module, 'crm', 'retries_exhausted', 3,
        'destination answered 503', e.received_at + interval '2 s', e.received_at + interval '6 s',
-       convert_to(e.payload::text, 'UTF8'), '{}'::jsonb, 'application/json'
+       convert_to(e.payload::text, 'UTF8'), '{}'::jsonb, 'application/json', e.received_at
 FROM generate_series(1000, $events, 1000) g
 JOIN events e ON e.id = md5(g::text)::uuid;
 ANALYZE;

@@ -559,9 +559,9 @@ async fn dead_letter(env: &TestEnv, event: &str, status: &str) {
     env.db
         .execute(
             "INSERT INTO dead_letters (event_id, source_id, tenant, provider, module, handler, \
-             reason, attempts, last_error, body, headers, status) SELECT id, source_id, tenant, \
-             provider, module, 'crm', 'retries_exhausted', 3, 'HTTP 503', '{}'::bytea, \
-             '{}'::jsonb, $2 FROM events WHERE id = $1::text::uuid",
+             reason, attempts, last_error, body, headers, status, received_at) SELECT id, \
+             source_id, tenant, provider, module, 'crm', 'retries_exhausted', 3, 'HTTP 503', \
+             '{}'::bytea, '{}'::jsonb, $2, received_at FROM events WHERE id = $1::text::uuid",
             &[&event, &status],
         )
         .await
@@ -696,6 +696,8 @@ async fn event_search_by_every_filter_with_wildcards_pages_and_status() {
     attempt(&env, replayed, "crm", "dead_letter", &t(56)).await;
     attempt(&env, replayed, "crm", "done", &t(50)).await;
     dead_letter(&env, replayed, "replayed").await;
+    let dead_too = &acme[5];
+    dead_letter(&env, dead_too, "parked").await;
 
     let api = env.api().await;
     let (_, admin) = key(&env, &["read"], None).await;
@@ -765,9 +767,25 @@ async fn event_search_by_every_filter_with_wildcards_pages_and_status() {
         set(&[delivered, retried_ok, replayed])
     );
     assert_eq!(search("status=retrying".into()).await, set(&[retrying]));
-    assert_eq!(search("status=dead".into()).await, set(&[dead]));
+    assert_eq!(search("status=dead".into()).await, set(&[dead, dead_too]));
+    assert_eq!(
+        search("status=dead&entity_id=E0".into()).await,
+        set(&[dead]),
+        "other filters apply to dead events too"
+    );
+    // Dead events page through the dead letters' own order: one per page, newest first.
+    let first = get_json(&api, "/v1/events?status=dead&tenant=acme&limit=1", &admin).await;
+    assert_eq!(ids(&first), vec![dead_too.clone()], "acme[5] is the newer");
+    let next = first["next_cursor"].as_str().expect("a second page");
+    let second = get_json(
+        &api,
+        &format!("/v1/events?status=dead&tenant=acme&limit=1&cursor={next}"),
+        &admin,
+    )
+    .await;
+    assert_eq!(ids(&second), vec![dead.clone()]);
     let stored = search("status=stored".into()).await;
-    assert_eq!(stored.len(), acme.len() + 1 - 5);
+    assert_eq!(stored.len(), acme.len() + 1 - 6);
     assert_eq!(
         search("status=delivered&entity_id=E0".into()).await,
         set(&[delivered]),

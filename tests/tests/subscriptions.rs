@@ -638,3 +638,77 @@ async fn retries_follow_the_subscription_policy_and_the_ssrf_rules_hold() {
         .clone();
     assert_eq!(row["delivery"]["retry"], 2, "{row}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_whose_attempts_are_spent_still_dead_letters_the_event_when_others_succeed()
+{
+    let env = TestEnv::new().await;
+    env.set("HOOKLINE_SUBSCRIPTION_ALLOW_HOSTS", "127.0.0.1");
+    env.set("HOOKLINE_SUBSCRIPTION_REFRESH", "200ms");
+    env.set("HOOKLINE_RETRY_SCHEDULE", "200ms");
+    github_source(&env, "acme-gh", "acme").await;
+    let ingress = env.ingress().await;
+    let worker = env.worker().await;
+    let api = env.api().await;
+    let acme = key(&env, &["read", "sources:write"], Some("acme")).await;
+    let down = Destination::start();
+    down.set_default(Reply::Status(500));
+    let flaky = Destination::start();
+    flaky.script([Reply::Status(503)]);
+    let mut ids = Vec::new();
+    for (url, max) in [(&down.url, 1), (&flaky.url, 3)] {
+        let a = api
+            .call(
+                "POST",
+                "/v1/subscriptions",
+                Some(&acme),
+                Some(&json!({"url": url, "event_types": ["*"], "max_attempts": max})),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{a:?}");
+        ids.push(
+            a.json()["subscription"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    until_active(&worker, 2).await;
+    let event = deliver(
+        &ingress,
+        "acme-gh",
+        "issues",
+        r#"{"action":"opened","issue":{"id":77}}"#,
+    )
+    .await;
+    // Attempt 1: both fail, the flaky one has attempts left, so the event is retried; attempt
+    // 2: the flaky one succeeds and the down one, spent, is not called again, so the event is
+    // dead-lettered naming it instead of being acknowledged as if it had reached it.
+    eventually("the dead letter", WAIT, || async {
+        (env.count("select count(*) from dead_letters").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!((down.count(), flaky.count()), (1, 2));
+    let dl = api
+        .call(
+            "GET",
+            &format!("/v1/dead-letters/{event}"),
+            Some(&acme),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(dl["handler"], format!("sub:{}", ids[0]).as_str(), "{dl}");
+    assert_eq!(dl["reason"], "retries_exhausted", "{dl}");
+    assert!(
+        dl["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("spent")),
+        "{dl}"
+    );
+    let e = api
+        .call("GET", &format!("/v1/events/{event}"), Some(&acme), None)
+        .await
+        .json();
+    assert_eq!(e["status"], "dead", "{e}");
+}

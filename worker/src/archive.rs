@@ -179,6 +179,9 @@ fn to_record(d: &Delivery) -> Option<NewDeadLetter> {
         body: d.data.clone(),
         headers: headers_json(p.headers().as_ref()),
         content_type: p.content_type().as_ref().map(|c| c.as_str().to_owned()),
+        received_at: h(envelope::H_RECEIVED_AT)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
     })
 }
 

@@ -544,7 +544,8 @@ async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
 /// Delivers the events whose route finished to their tenant's matching subscriptions, each
 /// subscription's events together (one destination, its own concurrency bound and breaker).
 /// Attempt numbers belong to the message, so a subscription is not tried again once the
-/// message's attempt passed its `max_attempts` (it failed that often already). When several
+/// message's attempt passed its `max_attempts` (it failed that often already); it still holds
+/// the event, which is dead-lettered naming it once nothing else keeps it going. When several
 /// subscriptions fail one event, the failure that keeps the event going decides: a retry with
 /// attempts left wins over an exhausted retry or a dead letter, so one tenant endpoint that
 /// refuses for good does not cost the others their retries.
@@ -555,12 +556,14 @@ async fn run_subscriptions(
     attempts: &mut Vec<AttemptRow>,
 ) {
     let mut groups: BTreeMap<String, (Arc<Active>, Vec<usize>)> = BTreeMap::new();
+    let mut spent: Vec<(usize, Arc<Active>)> = Vec::new();
     for (i, slot) in slots.iter().enumerate() {
         let Item::Routed { event, .. } = &slot.item else {
             continue;
         };
         for sub in ctx.subscriptions.matching(&event.tenant, &event.event_type) {
-            if slot.attempt > sub.retry.max_attempts {
+            if slot.attempt > sub.retry.max_attempts && !done[i].contains(&sub.name) {
+                spent.push((i, sub));
                 continue;
             }
             if done[i].contains(&sub.name) {
@@ -581,7 +584,7 @@ async fn run_subscriptions(
                 .push(i);
         }
     }
-    if groups.is_empty() {
+    if groups.is_empty() && spent.is_empty() {
         return;
     }
     let started_at = Utc::now();
@@ -619,46 +622,65 @@ async fn run_subscriptions(
                     attempts.push(row);
                 }
             }
-            if report.outcome == Outcome::Done {
-                continue;
-            }
-            let failer = Failer::Subscription {
-                name: sub.name.clone(),
-                retry: sub.retry.clone(),
-            };
-            let attempt = slot.attempt;
-            let replace = match &slot.item {
-                Item::Routed { .. } => true,
-                Item::Failed {
-                    handler, outcome, ..
-                } => {
-                    persistence(&report.outcome, &failer, attempt)
-                        > persistence(outcome, handler, attempt)
-                }
-                Item::Rejected { .. } => false,
-            };
-            if replace {
-                let item = std::mem::replace(
-                    &mut slot.item,
-                    Item::Rejected {
-                        reason: Reason::Panic,
-                        note: String::new(),
-                    },
-                );
-                slot.item = match item {
-                    Item::Failed {
-                        received, event, ..
-                    } => Item::Failed {
-                        received,
-                        event,
-                        handler: failer,
-                        outcome: report.outcome,
-                    },
-                    other => other.fail(failer, report.outcome),
-                };
+            if report.outcome != Outcome::Done {
+                subscription_failed(slot, &sub, report.outcome);
             }
         }
     }
+    for (i, sub) in spent {
+        let note = format!(
+            "its {} attempt(s) were spent on earlier deliveries of this event",
+            sub.retry.max_attempts
+        );
+        subscription_failed(
+            &mut slots[i],
+            &sub,
+            Outcome::DeadLetter {
+                reason: Reason::RetriesExhausted,
+                note,
+            },
+        );
+    }
+}
+
+/// Records that subscription `sub` did not finish `slot`'s event, unless a failure already
+/// recorded keeps the event going further (see [`persistence`]).
+fn subscription_failed(slot: &mut Slot, sub: &Active, outcome: Outcome) {
+    let failer = Failer::Subscription {
+        name: sub.name.clone(),
+        retry: sub.retry.clone(),
+    };
+    let attempt = slot.attempt;
+    let replace = match &slot.item {
+        Item::Routed { .. } => true,
+        Item::Failed {
+            handler,
+            outcome: current,
+            ..
+        } => persistence(&outcome, &failer, attempt) > persistence(current, handler, attempt),
+        Item::Rejected { .. } => false,
+    };
+    if !replace {
+        return;
+    }
+    let item = std::mem::replace(
+        &mut slot.item,
+        Item::Rejected {
+            reason: Reason::Panic,
+            note: String::new(),
+        },
+    );
+    slot.item = match item {
+        Item::Failed {
+            received, event, ..
+        } => Item::Failed {
+            received,
+            event,
+            handler: failer,
+            outcome,
+        },
+        other => other.fail(failer, outcome),
+    };
 }
 
 /// How far a failure keeps its event going: requeued untouched, retried with attempts left,

@@ -400,6 +400,8 @@ pub struct NewDeadLetter {
     pub body: Vec<u8>,
     pub headers: serde_json::Value,
     pub content_type: Option<String>,
+    /// The event's `hookline-received-at` (what `events.received_at` holds for it).
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 impl NewDeadLetter {
@@ -451,18 +453,20 @@ pub async fn archive(gate: &DbGate, letters: &[NewDeadLetter]) -> Vec<Stored<()>
             let bodies: Vec<&[u8]> = letters.iter().map(|d| d.body.as_slice()).collect();
             let headers: Vec<&Value> = letters.iter().map(|d| &d.headers).collect();
             let types = opt(|d| d.content_type.as_deref());
+            let received: Vec<Option<DateTime<Utc>>> =
+                letters.iter().map(|d| d.received_at).collect();
             let mut conn = pool.get().await?;
             diesel::sql_query(
                 "INSERT INTO dead_letters (event_id, source_id, tenant, provider, module, handler, reason, attempts,
-                                           last_error, body, headers, content_type)
+                                           last_error, body, headers, content_type, received_at)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
                                       $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::bytea[],
-                                      $11::jsonb[], $12::text[])
+                                      $11::jsonb[], $12::text[], $13::timestamptz[])
                  ON CONFLICT (event_id) DO UPDATE SET
                     module = EXCLUDED.module, handler = EXCLUDED.handler, reason = EXCLUDED.reason,
                     attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, last_failed_at = now(),
                     body = EXCLUDED.body, headers = EXCLUDED.headers, content_type = EXCLUDED.content_type,
-                    status = 'parked'",
+                    received_at = coalesce(EXCLUDED.received_at, dead_letters.received_at), status = 'parked'",
             )
             .bind::<Array<SqlUuid>, _>(&ids)
             .bind::<Array<Text>, _>(&sources)
@@ -476,6 +480,7 @@ pub async fn archive(gate: &DbGate, letters: &[NewDeadLetter]) -> Vec<Stored<()>
             .bind::<Array<Bytea>, _>(&bodies)
             .bind::<Array<Jsonb>, _>(&headers)
             .bind::<Array<Nullable<Text>>, _>(&types)
+            .bind::<Array<Nullable<Timestamptz>>, _>(&received)
             .execute(&mut conn)
             .await?;
             Ok(vec![(); letters.len()])

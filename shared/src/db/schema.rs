@@ -79,6 +79,8 @@ diesel::table! {
         content_type -> Nullable<Text>,
         status -> Text,
         replay_count -> Int4,
+        // Also `received_at timestamptz NULL` (the event's), read and written only in raw SQL:
+        // diesel's table! stops at 16 columns.
     }
 }
 diesel::table! {

@@ -16,6 +16,9 @@
 //!   with backoff until accepted or a deadline; records every request and every delivery's
 //!   outcome for the suite to check against the database.
 //!
+//! - `api-search`: the management API's read paths (event search with realistic filters, keyset
+//!   pages, one event): each query class repeated, latency per class and over all.
+//!
 //! Each prints a human line and a final JSON line with every figure.
 
 use std::sync::Arc;
@@ -72,6 +75,27 @@ enum Command {
         channels: usize,
         #[arg(long, default_value_t = 64)]
         window: usize,
+    },
+    /// Management API reads: every line of `--queries` is `<class> <path>` (a path under the API,
+    /// query string included); lines of one class are cycled `--rounds` times. A path prefixed
+    /// `walk:` follows `next_cursor` for `--pages` pages, each page measured.
+    ApiSearch {
+        /// e.g. http://127.0.0.1:18081
+        #[arg(long)]
+        url: String,
+        /// Environment variable holding the API key.
+        #[arg(long, default_value = "HOOKLINE_BENCH_API_KEY")]
+        key_env: String,
+        #[arg(long)]
+        queries: std::path::PathBuf,
+        /// Requests per class (after a warm-up of a tenth of that).
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+        #[arg(long, default_value_t = 5)]
+        pages: usize,
+        /// Clients sending at once (each class is measured with all of them busy).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
     },
     /// Fill a throwaway quorum queue with `count` messages, then consume and ack them.
     RawConsume {
@@ -178,6 +202,18 @@ async fn main() -> anyhow::Result<()> {
             size,
             prefetch,
         } => raw_consume(&amqp_url, count, size, prefetch).await,
+        Command::ApiSearch {
+            url,
+            key_env,
+            queries,
+            rounds,
+            pages,
+            concurrency,
+        } => {
+            let key = std::env::var(&key_env)
+                .with_context(|| format!("--key-env: `{key_env}` is not set"))?;
+            api_search(&url, &key, &queries, rounds, pages, concurrency).await
+        }
     }
 }
 
@@ -783,6 +819,128 @@ async fn raw_consume(url: &str, count: u64, size: usize, prefetch: u16) -> anyho
     println!(
         "{}",
         serde_json::json!({"phase": "raw_consume", "messages": got, "seconds": secs, "per_s": got as f64 / secs})
+    );
+    Ok(())
+}
+
+/// One API GET; its latency in µs and the page's `next_cursor`.
+async fn api_get(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+) -> anyhow::Result<(u64, Option<String>)> {
+    let started = Instant::now();
+    let res = client.get(url).bearer_auth(key).send().await?;
+    let status = res.status();
+    let body = res.bytes().await?;
+    let us = started.elapsed().as_micros() as u64;
+    anyhow::ensure!(
+        status.is_success(),
+        "GET {url}: {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    Ok((us, v["next_cursor"].as_str().map(str::to_owned)))
+}
+
+async fn api_search(
+    base: &str,
+    key: &str,
+    file: &std::path::Path,
+    rounds: usize,
+    pages: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+    let mut classes: Vec<(String, Vec<String>)> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (class, path) = line
+            .split_once(' ')
+            .with_context(|| format!("`{line}`: expected `<class> <path>`"))?;
+        match classes.iter_mut().find(|(c, _)| c == class) {
+            Some((_, paths)) => paths.push(path.trim().to_owned()),
+            None => classes.push((class.to_owned(), vec![path.trim().to_owned()])),
+        }
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let pct = |lat: &[u64], p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        lat[i] as f64 / 1000.0
+    };
+    let mut all: Vec<u64> = Vec::new();
+    let mut per_class = Vec::new();
+    for (class, paths) in &classes {
+        let warmup = (rounds / 10).max(1);
+        let total = warmup + rounds;
+        let next = Arc::new(AtomicU64::new(0));
+        let lat = Arc::new(Mutex::new(Vec::with_capacity(rounds * pages)));
+        let workers = (0..concurrency.max(1)).map(|_| {
+            let (client, next, lat) = (client.clone(), next.clone(), lat.clone());
+            let (paths, base, key) = (paths.clone(), base.to_owned(), key.to_owned());
+            async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if n >= total {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    let path = &paths[n % paths.len()];
+                    let (walk, path) = match path.strip_prefix("walk:") {
+                        Some(p) => (true, p),
+                        None => (false, path.as_str()),
+                    };
+                    let mut url = format!("{base}{path}");
+                    for _ in 0..if walk { pages } else { 1 } {
+                        let (us, cursor) = api_get(&client, &url, &key).await?;
+                        if n >= warmup {
+                            lat.lock().await.push(us);
+                        }
+                        match cursor {
+                            Some(c) if walk => url = format!("{base}{path}&cursor={c}"),
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        });
+        for r in futures::future::join_all(workers).await {
+            r?;
+        }
+        let mut lat = std::mem::take(&mut *lat.lock().await);
+        lat.sort_unstable();
+        println!(
+            "api {class:<24} n {:>5}  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+            lat.len(),
+            pct(&lat, 0.50),
+            pct(&lat, 0.95),
+            pct(&lat, 0.99),
+            pct(&lat, 1.0)
+        );
+        per_class.push(serde_json::json!({
+            "class": class, "requests": lat.len(), "p50_ms": pct(&lat, 0.50),
+            "p95_ms": pct(&lat, 0.95), "p99_ms": pct(&lat, 0.99), "max_ms": pct(&lat, 1.0),
+        }));
+        all.extend(lat);
+    }
+    all.sort_unstable();
+    println!(
+        "api all classes: n {}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        all.len(),
+        pct(&all, 0.50),
+        pct(&all, 0.99),
+        pct(&all, 1.0)
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "phase": "api_search", "concurrency": concurrency, "requests": all.len(),
+            "p50_ms": pct(&all, 0.50), "p99_ms": pct(&all, 0.99), "max_ms": pct(&all, 1.0),
+            "classes": per_class,
+        })
     );
     Ok(())
 }

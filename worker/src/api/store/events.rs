@@ -28,16 +28,47 @@ pub enum EventStatus {
     Dead,
 }
 
-/// The status expression over `events e` (or any row source exposing `e.id`).
-const STATUS_SQL: &str = "CASE \
-    WHEN EXISTS (SELECT 1 FROM dead_letters d WHERE d.event_id = e.id AND d.status = 'parked') \
-      THEN 'dead' \
-    WHEN EXISTS (SELECT 1 FROM attempts a WHERE a.event_id = e.id AND a.outcome = 'retry' \
-      AND NOT EXISTS (SELECT 1 FROM attempts b WHERE b.event_id = a.event_id \
-        AND b.handler = a.handler AND b.started_at > a.started_at)) THEN 'retrying' \
-    WHEN EXISTS (SELECT 1 FROM attempts a WHERE a.event_id = e.id AND a.handler <> 'store' \
-      AND a.outcome = 'done') THEN 'delivered' \
-    ELSE 'stored' END";
+/// How far back `status=retrying` looks for retry attempts. An event is retrying while some
+/// handler's latest attempt was a retry; the retry ladder ends an event's retries within hours
+/// (2 h 47 min with the default schedule and attempts), so a day covers every event still in it
+/// and keeps the search bounded however long the history is.
+pub const RETRYING_HORIZON_HOURS: i64 = 24;
+
+/// `dead`: a dead letter is parked for the event `{e}`.
+fn dead(e: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM dead_letters d WHERE d.event_id = {e}.id AND d.status = 'parked')"
+    )
+}
+
+/// `retrying`: some handler's latest attempt on event `{e}` was a retry.
+fn retrying(e: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM attempts a WHERE a.event_id = {e}.id AND a.outcome = 'retry' \
+         AND NOT EXISTS (SELECT 1 FROM attempts b WHERE b.event_id = a.event_id \
+         AND b.handler = a.handler AND b.started_at > a.started_at))"
+    )
+}
+
+/// `delivered`: a handler other than `store` succeeded for event `{e}`.
+fn delivered(e: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM attempts a WHERE a.event_id = {e}.id AND a.handler <> 'store' \
+         AND a.outcome = 'done')"
+    )
+}
+
+/// The status of each row of `{e}`, as correlated probes: evaluated for the rows of one page
+/// only, each an index lookup (attempts by event, dead letters by id).
+fn status_sql(e: &str) -> String {
+    format!(
+        "CASE WHEN {} THEN 'dead' WHEN {} THEN 'retrying' WHEN {} THEN 'delivered' \
+         ELSE 'stored' END",
+        dead(e),
+        retrying(e),
+        delivered(e)
+    )
+}
 
 fn status_of(s: &str) -> EventStatus {
     match s {
@@ -92,6 +123,35 @@ pub struct EventSummary {
     pub status: String,
 }
 
+/// The bounds of a route-style pattern's literal prefix (`invoice.*` → [`invoice.`,
+/// `invoice/`)), compared in the C collation, where they are byte order: the index on
+/// `(tenant, event_type COLLATE "C", …)` then scans only the matching range. `None` when the
+/// pattern starts with `*`.
+fn prefix_range(pattern: &str) -> Option<(String, Option<String>)> {
+    let prefix = &pattern[..pattern.find('*')?];
+    if prefix.is_empty() {
+        return None;
+    }
+    // The smallest string above every string with this prefix: its last character incremented
+    // (dropping characters that cannot be).
+    let mut chars: Vec<char> = prefix.chars().collect();
+    let upper = loop {
+        let Some(last) = chars.pop() else {
+            break None;
+        };
+        if let Some(next) = (u32::from(last) + 1..=0x10FFFF).find_map(char::from_u32) {
+            chars.push(next);
+            break Some(chars.into_iter().collect());
+        }
+    };
+    Some((prefix.to_owned(), upper))
+}
+
+/// Search, newest first. The page is chosen by an index that yields `(received_at, id)` order
+/// for the filters given; the status is computed for the page's rows only. `status=dead` is
+/// read from the parked dead letters in their events' order and `status=retrying` from the last
+/// [`RETRYING_HORIZON_HOURS`] of retry attempts, both few; `delivered` and `stored` are common
+/// and found by walking the newest events.
 pub async fn search(pool: &PgPool, f: &EventFilter) -> ApiResult<Vec<EventSummary>> {
     let mut sql = Sql::new("");
     let mut conds: Vec<String> = Vec::new();
@@ -105,15 +165,32 @@ pub async fn search(pool: &PgPool, f: &EventFilter) -> ApiResult<Vec<EventSummar
     eq(&mut sql, "source_id", &f.source);
     eq(&mut sql, "provider", &f.provider);
     eq(&mut sql, "entity_id", &f.entity_id);
-    for (col, pat) in [("module", &f.module), ("event_type", &f.event_type)] {
-        if let Some(p) = pat {
-            if p.contains('*') {
-                let ph = sql.arg(Arg::Text(like_pattern(p)));
-                conds.push(format!("e.{col} LIKE {ph}"));
-            } else {
-                let ph = sql.arg(Arg::Text(p.clone()));
-                conds.push(format!("e.{col} = {ph}"));
+    if let Some(p) = &f.module {
+        let ph = sql.arg(Arg::Text(if p.contains('*') {
+            like_pattern(p)
+        } else {
+            p.clone()
+        }));
+        let op = if p.contains('*') { "LIKE" } else { "=" };
+        conds.push(format!("e.module {op} {ph}"));
+    }
+    if let Some(p) = &f.event_type {
+        // Compared in the C collation, as indexed.
+        let col = "(e.event_type COLLATE \"C\")";
+        if p.contains('*') {
+            if let Some((low, high)) = prefix_range(p) {
+                let ph = sql.arg(Arg::Text(low));
+                conds.push(format!("{col} >= {ph}"));
+                if let Some(high) = high {
+                    let ph = sql.arg(Arg::Text(high));
+                    conds.push(format!("{col} < {ph}"));
+                }
             }
+            let ph = sql.arg(Arg::Text(like_pattern(p)));
+            conds.push(format!("{col} LIKE {ph}"));
+        } else {
+            let ph = sql.arg(Arg::Text(p.clone()));
+            conds.push(format!("{col} = {ph}"));
         }
     }
     if let Some(t) = f.since {
@@ -129,16 +206,60 @@ pub async fn search(pool: &PgPool, f: &EventFilter) -> ApiResult<Vec<EventSummar
         let pi = sql.arg(Arg::Uuid(id));
         conds.push(format!("(e.received_at, e.id) < ({pt}, {pi})"));
     }
-    let status_filter = match f.status {
-        Some(s) => {
-            let name = serde_json::to_value(s)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let ph = sql.arg(Arg::Text(name));
-            format!(" AND ({STATUS_SQL}) = {ph}")
+    // The order the page is read in: the events', or for dead events the parked dead letters'
+    // copy of it (the same `received_at`), so their index yields the page.
+    let mut order = "e.received_at DESC, e.id DESC";
+    // The candidate set a rare status is drawn from, and the status's own condition.
+    let from = match f.status {
+        Some(EventStatus::Dead) => {
+            order = "d.received_at DESC, d.event_id DESC";
+            conds.push("d.status = 'parked' AND d.received_at IS NOT NULL".to_owned());
+            if let Some(t) = &f.tenant {
+                let ph = sql.arg(Arg::Text(t.clone()));
+                conds.push(format!("d.tenant = {ph}"));
+            }
+            if let Some(t) = f.since {
+                let ph = sql.arg(Arg::Ts(t));
+                conds.push(format!("d.received_at >= {ph}"));
+            }
+            if let Some(t) = f.until {
+                let ph = sql.arg(Arg::Ts(t));
+                conds.push(format!("d.received_at < {ph}"));
+            }
+            if let Some((t, id)) = f.before {
+                let pt = sql.arg(Arg::Ts(t));
+                let pi = sql.arg(Arg::Uuid(id));
+                conds.push(format!("(d.received_at, d.event_id) < ({pt}, {pi})"));
+            }
+            "dead_letters d JOIN events e ON e.id = d.event_id".to_owned()
         }
-        None => String::new(),
+        Some(EventStatus::Retrying) => {
+            let tenant = match &f.tenant {
+                Some(t) => format!(" AND r.tenant = {}", sql.arg(Arg::Text(t.clone()))),
+                None => String::new(),
+            };
+            conds.push(format!("NOT {}", dead("e")));
+            format!(
+                "(SELECT DISTINCT r.event_id FROM attempts r WHERE r.outcome = 'retry' \
+                 AND r.started_at >= now() - interval '{RETRYING_HORIZON_HOURS} hours'{tenant} \
+                 AND NOT EXISTS (SELECT 1 FROM attempts b WHERE b.event_id = r.event_id \
+                 AND b.handler = r.handler AND b.started_at > r.started_at) OFFSET 0) c \
+                 JOIN events e ON e.id = c.event_id"
+            )
+        }
+        Some(EventStatus::Delivered) => {
+            conds.push(format!("NOT {}", dead("e")));
+            conds.push(format!("NOT {}", retrying("e")));
+            conds.push(delivered("e"));
+            "events e".to_owned()
+        }
+        Some(EventStatus::Stored) => {
+            conds.push(format!("NOT {}", dead("e")));
+            conds.push(format!("NOT {}", retrying("e")));
+            conds.push(format!("NOT {}", delivered("e")));
+            "events e".to_owned()
+        }
+        None => "events e".to_owned(),
     };
     let limit = sql.arg(Arg::Int(f.limit));
     let where_ = if conds.is_empty() {
@@ -147,9 +268,12 @@ pub async fn search(pool: &PgPool, f: &EventFilter) -> ApiResult<Vec<EventSummar
         conds.join(" AND ")
     };
     sql.push(&format!(
-        "SELECT e.id, e.source_id, e.tenant, e.provider, e.module, e.event_type, e.entity_id, \
-         e.received_at, ({STATUS_SQL}) AS status FROM events e \
-         WHERE {where_}{status_filter} ORDER BY e.received_at DESC, e.id DESC LIMIT {limit}"
+        "SELECT p.id, p.source_id, p.tenant, p.provider, p.module, p.event_type, p.entity_id, \
+         p.received_at, {} AS status FROM (SELECT e.id, e.source_id, e.tenant, e.provider, \
+         e.module, e.event_type, e.entity_id, e.received_at FROM {from} WHERE {where_} \
+         ORDER BY {order} LIMIT {limit}) p \
+         ORDER BY p.received_at DESC, p.id DESC",
+        status_sql("p")
     ));
     let mut conn = pool.get().await?;
     Ok(sql.query().load(&mut conn).await?)
@@ -323,7 +447,8 @@ pub async fn get(pool: &PgPool, id: Uuid, tenant: Option<&str>) -> ApiResult<Opt
     let rows: Vec<EventRow> = diesel::sql_query(format!(
         "SELECT e.source_id, e.tenant, e.provider, e.module, e.event_type, e.entity_id, \
          e.dedup_key, e.payload, e.headers, e.received_at, e.processed_at, \
-         ({STATUS_SQL}) AS status FROM events e WHERE e.id = $1"
+         {} AS status FROM events e WHERE e.id = $1",
+        status_sql("e")
     ))
     .bind::<diesel::sql_types::Uuid, _>(id)
     .load(&mut conn)
@@ -401,7 +526,7 @@ pub async fn get(pool: &PgPool, id: Uuid, tenant: Option<&str>) -> ApiResult<Opt
     Ok(Some(detail))
 }
 
-/// [`STATUS_SQL`] over attempts already loaded (for events that are not stored).
+/// [`status_sql`] over attempts already loaded (for events that are not stored).
 fn derive_status(attempts: &[Attempt]) -> EventStatus {
     use std::collections::HashMap;
     let mut latest: HashMap<&str, &Attempt> = HashMap::new();
@@ -431,4 +556,39 @@ pub fn check(f: &EventFilter) -> ApiResult<()> {
         return Err(ApiError::invalid("`since` must be before `until`"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ranges_bound_exactly_the_strings_with_the_prefix() {
+        assert_eq!(
+            prefix_range("invoice.*"),
+            Some(("invoice.".into(), Some("invoice/".into())))
+        );
+        assert_eq!(prefix_range("*.created"), None);
+        assert_eq!(prefix_range("invoice.paid"), None);
+        assert_eq!(prefix_range("a*b*"), Some(("a".into(), Some("b".into()))));
+        // The largest character cannot be incremented: the bound moves to the one before it.
+        assert_eq!(
+            prefix_range("x\u{10FFFF}*"),
+            Some(("x\u{10FFFF}".into(), Some("y".into())))
+        );
+        assert_eq!(
+            prefix_range("\u{10FFFF}*"),
+            Some(("\u{10FFFF}".into(), None))
+        );
+        // Byte order is code point order in UTF-8: every string with the prefix is inside.
+        let (low, high) = prefix_range("caf\u{e9}.*").expect("range");
+        let high = high.expect("upper bound");
+        for s in ["caf\u{e9}.", "caf\u{e9}.x", "caf\u{e9}.\u{10FFFF}"] {
+            assert!(
+                s.as_bytes() >= low.as_bytes() && s.as_bytes() < high.as_bytes(),
+                "{s}"
+            );
+        }
+        assert!("caf\u{e9}/".as_bytes() >= high.as_bytes());
+    }
 }

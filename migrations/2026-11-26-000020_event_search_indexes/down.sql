@@ -1,0 +1,12 @@
+DROP INDEX IF EXISTS dead_letters_parked_all_received_idx;
+DROP INDEX IF EXISTS dead_letters_parked_received_idx;
+ALTER TABLE dead_letters DROP COLUMN IF EXISTS received_at;
+DROP STATISTICS IF EXISTS events_source_tenant;
+DROP INDEX IF EXISTS attempts_retry_idx;
+DROP INDEX IF EXISTS events_entity_idx;
+DROP INDEX IF EXISTS events_tenant_type_idx;
+DROP INDEX IF EXISTS events_source_received_id_idx;
+DROP INDEX IF EXISTS events_tenant_received_id_idx;
+CREATE INDEX IF NOT EXISTS events_source_received_idx ON events (source_id, received_at DESC);
+CREATE INDEX IF NOT EXISTS events_module_idx ON events (module, event_type);
+CREATE INDEX IF NOT EXISTS events_tenant_received_idx ON events (tenant, received_at);
