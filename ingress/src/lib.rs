@@ -7,6 +7,7 @@
 //! - [`health`]: `/healthz` on both listeners; `/readyz` and `/metrics` only on the admin
 //!   listener (`HOOKLINE_INGRESS_ADMIN_ADDR`), never on the public one providers post to.
 //! - [`error`]: the HTTP error type and its stable codes.
+//! - [`outcomes`]: what each request was answered, counted per source and minute for the API.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub mod dedup;
 pub mod error;
 pub mod health;
+pub mod outcomes;
 pub mod sources;
 pub mod state;
 pub mod webhook;
@@ -41,6 +43,7 @@ pub struct Application {
     server: Server,
     admin: Server,
     shutdown: CancellationToken,
+    outcome_flusher: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -116,12 +119,25 @@ impl Application {
             settings.publish_timeout.max(settings.claim_stale_after) + Duration::from_secs(1),
         );
 
+        let tally = Arc::new(outcomes::OutcomeTally::new(
+            outcomes::DEFAULT_MAX_ROWS,
+            metrics.clone(),
+        ));
+        // Cancelled once the server has stopped answering: it then flushes once more.
+        let outcome_flusher = tokio::spawn(outcomes::run(
+            tally.clone(),
+            pool.clone(),
+            settings.ingress_outcome_flush,
+            shutdown.clone(),
+        ));
+
         let state = web::Data::new(AppState {
             sources,
             dedup,
             broker,
             pool,
             metrics,
+            outcomes: tally,
             retry_after: settings.retry_after,
             body: state::BodyLimits {
                 timeout: settings.body_timeout,
@@ -183,6 +199,7 @@ impl Application {
             server,
             admin,
             shutdown,
+            outcome_flusher,
         })
     }
 
@@ -208,6 +225,9 @@ impl Application {
         admin.stop(true).await;
         let _ = admin_task.await;
         self.shutdown.cancel();
+        // The last counts of requests answered before the stop (bounded: a database that is
+        // down must not hold the stop up).
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.outcome_flusher).await;
         result
     }
 }

@@ -9,6 +9,7 @@ use hookline_shared::metrics::IngressMetrics;
 
 use crate::dedup::Dedup;
 use crate::error::ApiError;
+use crate::outcomes::OutcomeTally;
 use crate::sources::SourceCache;
 
 pub struct AppState {
@@ -17,6 +18,8 @@ pub struct AppState {
     pub broker: Broker,
     pub pool: PgPool,
     pub metrics: IngressMetrics,
+    /// Request outcomes per source and minute, added to `ingress_outcomes` in the background.
+    pub outcomes: Arc<OutcomeTally>,
     pub retry_after: Duration,
     pub body: BodyLimits,
 }

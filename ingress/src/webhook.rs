@@ -38,18 +38,25 @@ async fn receive(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let (source_label, provider_label, result) = handle(&req, &path, payload, &state).await;
+    let (source, result) = handle(&req, &path, payload, &state).await;
     let outcome = match &result {
         Ok(o) => o.label(),
         Err(e) => e.code(),
     };
     let m = &state.metrics;
+    let (source_label, provider_label) = match &source {
+        Some((id, provider)) => (id.as_str(), *provider),
+        None => ("unknown", "unknown"),
+    };
     m.requests
-        .with_label_values(&[&source_label, provider_label, outcome])
+        .with_label_values(&[source_label, provider_label, outcome])
         .inc();
     m.request_seconds
         .with_label_values(&[outcome])
         .observe(started.elapsed().as_secs_f64());
+    if let Some((id, _)) = &source {
+        state.outcomes.record(id, outcome, chrono::Utc::now());
+    }
     match result {
         Ok(o) => o.into_response(),
         Err(e) => actix_web::ResponseError::error_response(&e),
@@ -118,34 +125,28 @@ impl Accepted {
     }
 }
 
-/// Returns the metric labels with the result: unknown ids are labelled `unknown` so random
-/// paths cannot blow up label cardinality.
+/// Returns the source (id and provider) with the result, or `None` for an unknown id: only
+/// known sources get metric series and outcome counts, so random paths cannot grow either.
 async fn handle(
     req: &HttpRequest,
     raw_id: &str,
     payload: web::Payload,
     state: &AppState,
-) -> (String, &'static str, Result<Accepted, ApiError>) {
-    let unknown = || ("unknown".to_owned(), "unknown");
+) -> (Option<(SourceId, &'static str)>, Result<Accepted, ApiError>) {
     let Ok(id) = SourceId::parse(raw_id) else {
-        let (s, p) = unknown();
-        return (s, p, Err(ApiError::UnknownSource));
+        return (None, Err(ApiError::UnknownSource));
     };
     let source = match state.sources.get(&id).await {
         Ok(Lookup::Found(s)) => s,
-        Ok(Lookup::NotFound) => {
-            let (s, p) = unknown();
-            return (s, p, Err(ApiError::UnknownSource));
-        }
+        Ok(Lookup::NotFound) => return (None, Err(ApiError::UnknownSource)),
         Err(e) => {
             tracing::warn!(source = %id, error = %e, "source look-up failed");
-            let (s, p) = unknown();
-            return (s, p, Err(state.unavailable("database")));
+            return (None, Err(state.unavailable("database")));
         }
     };
-    let labels = (source.id.to_string(), source.provider.as_str());
+    let known = (source.id.clone(), source.provider.as_str());
     let result = accept(req, payload, source, state).await;
-    (labels.0, labels.1, result)
+    (Some(known), result)
 }
 
 async fn accept(

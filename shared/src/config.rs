@@ -122,6 +122,14 @@ pub struct Settings {
     /// How long dead letters are kept after their last failure (`0s`: forever).
     #[serde(with = "duration")]
     pub retention_dead_letters: Duration,
+    /// How long the ingress's per-minute request counts (`ingress_outcomes`) are kept (`0s`:
+    /// forever). The API's longest stats window is 24 h.
+    #[serde(with = "duration")]
+    pub retention_outcomes: Duration,
+    /// How often each ingress adds its request counts to `ingress_outcomes`: the stats and the
+    /// console lag by at most this, and a replica killed with -9 loses at most this much counting.
+    #[serde(with = "duration")]
+    pub ingress_outcome_flush: Duration,
     /// How often workers reload tenants' subscriptions (`HOOKLINE_SUBSCRIPTION_REFRESH`).
     #[serde(with = "duration")]
     pub subscription_refresh: Duration,
@@ -172,6 +180,8 @@ impl Default for Settings {
             retention_events: Duration::from_secs(30 * 24 * 3600),
             retention_attempts: Duration::from_secs(30 * 24 * 3600),
             retention_dead_letters: Duration::from_secs(90 * 24 * 3600),
+            retention_outcomes: Duration::from_secs(2 * 24 * 3600),
+            ingress_outcome_flush: Duration::from_secs(5),
             subscription_refresh: Duration::from_secs(2),
             subscriptions_per_tenant: 50,
             subscription_allow_hosts: Vec::new(),
@@ -261,6 +271,9 @@ impl Settings {
         }
         if self.worker_prefetch == 0 {
             return bad("WORKER_PREFETCH", "must be at least 1");
+        }
+        if self.ingress_outcome_flush.is_zero() {
+            return bad("INGRESS_OUTCOME_FLUSH", "must be more than 0s");
         }
         if self.subscription_refresh.is_zero() {
             return bad("SUBSCRIPTION_REFRESH", "must be more than 0s");

@@ -64,6 +64,9 @@ pub struct IngressMetrics {
     /// not known yet: at most one per refresh interval), `lookup` (one id, before the first
     /// refresh succeeded).
     pub source_queries: IntCounterVec,
+    /// Request outcomes that never reached `ingress_outcomes`, by why: `full` (the tally was at
+    /// its bound while the database was unreachable), `refused` (the database refused the row).
+    pub outcomes_unrecorded: IntCounterVec,
 }
 
 impl IngressMetrics {
@@ -104,6 +107,12 @@ impl IngressMetrics {
             .unwrap_or_else(|e| panic!("{e}"));
         Self {
             sources_broken,
+            outcomes_unrecorded: counter(
+                &registry,
+                "hookline_ingress_outcomes_unrecorded_total",
+                "Request outcomes not added to ingress_outcomes, by why",
+                &["why"],
+            ),
             source_queries: counter(
                 &registry,
                 "hookline_ingress_source_queries_total",

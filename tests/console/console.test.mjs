@@ -259,6 +259,37 @@ test('sources: list, detail, add with a generated secret shown once', async () =
   assert.ok(!(await page.content()).includes(generatedSecret), 'the secret is not shown again');
 });
 
+test('a request with a bad signature shows on its source page by reason, and in the overview', async () => {
+  const raw = JSON.stringify({ action: 'opened', zen: randomUUID() });
+  const res = await fetch(`${world.ingress}/webhooks/${world.source}`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      'x-github-event': 'issues',
+      'x-github-delivery': randomUUID(),
+      'x-github-hook-id': '4242',
+      'x-hub-signature-256': `sha256=${createHmac('sha256', 'a-rotated-secret').update(raw).digest('hex')}`,
+    },
+    body: raw,
+  });
+  assert.equal(res.status, 401, 'the ingress refused the forged signature');
+  await eventually('the refusal on the source page', 30000, async () => {
+    await page.goto(`${world.console}/#/overview`);
+    await page.goto(`${world.console}/#/sources/${world.source}`);
+    await page.locator('#src-requests').waitFor({ timeout: 5000 });
+    const card = await page.locator('#src-requests').locator('..').innerText();
+    return /invalid_signature/.test(card) && /rotated or different secret/.test(card);
+  });
+  await axe('source requests');
+  await shot('11b-source-refusals');
+  await open('#/overview', 'Overview', page.locator('.tiles'));
+  await eventually('the overview counts the refusal', 30000, async () => {
+    const tile = await page.locator('.tile', { hasText: 'Refused (1 h)' }).innerText();
+    return /Refused \(1 h\)\s*[1-9]/i.test(tile);
+  });
+  assert.ok(await page.locator('svg.chart title', { hasText: 'Requests per minute over the last hour' }).count(), 'the request-rate chart is drawn');
+});
+
 test('a source the ingress cannot serve says why on its page', async () => {
   await open(`#/sources/${world.broken_source}`, world.broken_source, page.locator('#src-problem-card'));
   const card = await page.locator('#src-problem-card').innerText();

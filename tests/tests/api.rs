@@ -227,6 +227,13 @@ fn routes(a: &Acme) -> Vec<Route> {
         ),
         r(
             "GET",
+            "/v1/stats/ingress?tenant=acme".into(),
+            None,
+            "read",
+            true,
+        ),
+        r(
+            "GET",
             "/v1/stats/destinations?tenant=acme".into(),
             None,
             "read",
@@ -1014,6 +1021,7 @@ async fn openapi_document_is_served() {
         "/v1/api-keys",
         "/v1/audit",
         "/v1/stats/sources",
+        "/v1/stats/ingress",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),

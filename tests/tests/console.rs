@@ -279,6 +279,7 @@ retry = {{ max_attempts = 3, schedule = ["200ms"] }}
     env.set("HOOKLINE_SUBSCRIPTION_ALLOW_HOSTS", "127.0.0.1");
     env.set("HOOKLINE_SUBSCRIPTION_REFRESH", "200ms");
     env.set("HOOKLINE_SOURCE_REFRESH", "200ms");
+    env.set("HOOKLINE_INGRESS_OUTCOME_FLUSH", "200ms");
 
     let secret_a = "console-secret-acme";
     let secret_b = "console-secret-globex";

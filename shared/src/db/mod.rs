@@ -9,6 +9,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub mod batch;
 pub mod claims;
+pub mod outcomes;
 pub mod schema;
 
 pub type PgPool = Pool<AsyncPgConnection>;

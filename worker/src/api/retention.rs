@@ -1,4 +1,5 @@
-//! Retention: events, their `processed` marks, attempts and dead letters older than their window
+//! Retention: events, their `processed` marks, attempts, dead letters and the ingress's request
+//! counts older than their window
 //! are deleted in bounded batches, each its own short transaction, so no statement holds locks
 //! for long and autovacuum reclaims the space as it goes (no bloat spike from one huge DELETE).
 //! One replica at a time sweeps (a PostgreSQL advisory lock), every minute.
@@ -24,6 +25,7 @@ pub struct Policy {
     pub events: Option<Duration>,
     pub attempts: Option<Duration>,
     pub dead_letters: Option<Duration>,
+    pub outcomes: Option<Duration>,
     pub batch: i64,
 }
 
@@ -34,6 +36,7 @@ impl Policy {
             events: window(s.retention_events),
             attempts: window(s.retention_attempts),
             dead_letters: window(s.retention_dead_letters),
+            outcomes: window(s.retention_outcomes),
             batch: BATCH,
         }
     }
@@ -46,6 +49,7 @@ pub struct Swept {
     pub processed: u64,
     pub attempts: u64,
     pub dead_letters: u64,
+    pub outcomes: u64,
     pub batches: u64,
     pub elapsed_ms: u64,
 }
@@ -58,12 +62,15 @@ pub async fn run(state: Arc<ApiState>, policy: Policy, shutdown: CancellationTok
             _ = tick.tick() => {}
         }
         match sweep(&state, &policy, &shutdown).await {
-            Ok(Some(s)) if s.events + s.attempts + s.dead_letters + s.processed > 0 => {
+            Ok(Some(s))
+                if s.events + s.attempts + s.dead_letters + s.processed + s.outcomes > 0 =>
+            {
                 for (table, n) in [
                     ("events", s.events),
                     ("processed", s.processed),
                     ("attempts", s.attempts),
                     ("dead_letters", s.dead_letters),
+                    ("ingress_outcomes", s.outcomes),
                 ] {
                     state
                         .metrics
@@ -76,6 +83,7 @@ pub async fn run(state: Arc<ApiState>, policy: Policy, shutdown: CancellationTok
                     processed = s.processed,
                     attempts = s.attempts,
                     dead_letters = s.dead_letters,
+                    outcomes = s.outcomes,
                     batches = s.batches,
                     elapsed_ms = s.elapsed_ms,
                     "retention sweep"
@@ -170,6 +178,18 @@ pub async fn sweep_locked(
             conn,
             "DELETE FROM dead_letters WHERE event_id IN (SELECT event_id FROM dead_letters \
              WHERE status IN ('parked', 'replayed', 'purged') AND last_failed_at < $1 LIMIT $2)",
+            cutoff(d),
+            policy.batch,
+            &mut s.batches,
+            shutdown,
+        )
+        .await?;
+    }
+    if let Some(d) = policy.outcomes {
+        s.outcomes += batches(
+            conn,
+            "DELETE FROM ingress_outcomes WHERE ctid = ANY(ARRAY(SELECT ctid FROM ingress_outcomes \
+             WHERE minute < $1 LIMIT $2))",
             cutoff(d),
             policy.batch,
             &mut s.batches,

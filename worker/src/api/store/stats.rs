@@ -1,5 +1,5 @@
 //! Stats and health over a window, from what PostgreSQL holds: stored events, published dedup
-//! claims (accepted webhooks), attempts (delivery outcomes and latency) and dead letters. Every
+//! claims (accepted webhooks), the ingress's per-minute outcome counts, attempts (delivery outcomes and latency) and dead letters. Every
 //! query is bounded by tenant and time so it runs on the `(tenant, started_at)` and
 //! `(source_id, received_at)` indexes.
 
@@ -50,6 +50,94 @@ pub async fn accepted(
     )
     .bind::<Array<Text>, _>(sources)
     .bind::<Timestamptz, _>(since)
+    .load(&mut conn)
+    .await?)
+}
+
+/// What the ingress answered one source, per outcome, since `since` (from the per-minute counts
+/// in `ingress_outcomes`; a minute counts when its last request is in the window). `n_after_ok`
+/// counts the requests of minutes that ended after the source's last accepted request (all of
+/// them when none was accepted): at minute resolution, "since it last worked".
+#[derive(QueryableByName, Clone, Debug)]
+pub struct OutcomeCount {
+    #[diesel(sql_type = Text)]
+    pub key: String,
+    #[diesel(sql_type = Text)]
+    pub outcome: String,
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+    #[diesel(sql_type = Timestamptz)]
+    pub first_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub last_at: DateTime<Utc>,
+    #[diesel(sql_type = BigInt)]
+    pub n_after_ok: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub first_after_ok: Option<DateTime<Utc>>,
+}
+
+pub async fn outcomes(
+    pool: &PgPool,
+    sources: &[String],
+    since: DateTime<Utc>,
+) -> ApiResult<Vec<OutcomeCount>> {
+    let mut conn = pool.get().await?;
+    Ok(diesel::sql_query(
+        "WITH o AS (SELECT * FROM ingress_outcomes \
+                    WHERE source_id = ANY($1) AND minute >= date_trunc('minute', $2) AND last_at >= $2), \
+              ok AS (SELECT source_id, max(last_at) AS last_ok FROM o \
+                     WHERE outcome IN ('queued', 'duplicate', 'handshake') GROUP BY source_id) \
+         SELECT o.source_id AS key, o.outcome, sum(o.count)::bigint AS n, \
+                min(o.first_at) AS first_at, max(o.last_at) AS last_at, \
+                coalesce(sum(o.count) FILTER (WHERE ok.last_ok IS NULL OR o.last_at > ok.last_ok), 0)::bigint AS n_after_ok, \
+                min(GREATEST(o.first_at, ok.last_ok)) FILTER (WHERE ok.last_ok IS NULL OR o.last_at > ok.last_ok) AS first_after_ok \
+         FROM o LEFT JOIN ok USING (source_id) \
+         GROUP BY o.source_id, o.outcome",
+    )
+    .bind::<Array<Text>, _>(sources)
+    .bind::<Timestamptz, _>(since)
+    .load(&mut conn)
+    .await?)
+}
+
+/// One source's requests in one time bucket: accepted (queued or a handshake answered),
+/// duplicates, and everything refused.
+#[derive(QueryableByName, Clone, Debug)]
+pub struct OutcomeBucket {
+    #[diesel(sql_type = Text)]
+    pub key: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub at: DateTime<Utc>,
+    #[diesel(sql_type = BigInt)]
+    pub accepted: i64,
+    #[diesel(sql_type = BigInt)]
+    pub duplicate: i64,
+    #[diesel(sql_type = BigInt)]
+    pub rejected: i64,
+}
+
+/// Buckets of `bucket_seconds` (a multiple of 60) since `since`, oldest first, per source; buckets
+/// without a request are left out.
+pub async fn outcome_series(
+    pool: &PgPool,
+    sources: &[String],
+    since: DateTime<Utc>,
+    bucket_seconds: i64,
+) -> ApiResult<Vec<OutcomeBucket>> {
+    let mut conn = pool.get().await?;
+    Ok(diesel::sql_query(
+        "SELECT source_id AS key, \
+                date_bin($3 * interval '1 second', minute, timestamptz '2000-01-01 00:00:00+00') AS at, \
+                coalesce(sum(count) FILTER (WHERE outcome IN ('queued', 'handshake')), 0)::bigint AS accepted, \
+                coalesce(sum(count) FILTER (WHERE outcome = 'duplicate'), 0)::bigint AS duplicate, \
+                coalesce(sum(count) FILTER (WHERE outcome NOT IN ('queued', 'handshake', 'duplicate')), 0)::bigint AS rejected \
+         FROM ingress_outcomes \
+         WHERE source_id = ANY($1) AND minute >= date_bin($3 * interval '1 second', $2, timestamptz '2000-01-01 00:00:00+00') \
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind::<Array<Text>, _>(sources)
+    .bind::<Timestamptz, _>(since)
+    .bind::<BigInt, _>(bucket_seconds)
     .load(&mut conn)
     .await?)
 }

@@ -192,3 +192,29 @@ export function stackedBar(parts, { title, width = 160, height = 12 }) {
   }
   return svg;
 }
+
+// Requests over time as stacked columns, one per bucket from `from` to `to` (ms) every `step`
+// ms: accepted, duplicate, rejected. Buckets the API left out (no request) are drawn empty.
+export function rateColumns(buckets, { title, from, to, step, width = 220, height = 44 }) {
+  const svg = h('svg:svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', class: 'chart' });
+  svg.appendChild(h('svg:title', {}, title));
+  svg.appendChild(h('svg:line', { x1: 0, x2: width, y1: height - 1, y2: height - 1, class: 'axis' }));
+  const start = Math.floor(from / step) * step;
+  const n = Math.max(1, Math.ceil((to - start) / step));
+  const byAt = new Map(buckets.map((b) => [Math.floor(new Date(b.at).getTime() / step) * step, b]));
+  const total = (b) => b.accepted + b.duplicate + b.rejected;
+  const ymax = Math.max(1, ...buckets.map(total));
+  const w = width / n;
+  for (let i = 0; i < n; i++) {
+    const b = byAt.get(start + i * step);
+    if (!b) continue;
+    let y = height - 1;
+    for (const [name, value] of [['ok', b.accepted], ['dup', b.duplicate], ['dead', b.rejected]]) {
+      if (!value) continue;
+      const bh = (value / ymax) * (height - 4);
+      y -= bh;
+      svg.appendChild(h('svg:rect', { x: i * w + 0.5, y, width: Math.max(1, w - 1), height: bh, class: `bar bar-${name}` }));
+    }
+  }
+  return svg;
+}

@@ -2,7 +2,7 @@
 // state and reason, rates over the last hour, delivery latency, queue depth, dead letters waiting.
 
 import * as api from '../api.js';
-import { h, table, badge, pct, ms, num, ago, scatter, stackedBar, notice, errorNotice } from '../ui.js';
+import { h, table, badge, pct, ms, num, ago, scatter, stackedBar, rateColumns, notice, errorNotice } from '../ui.js';
 
 const REFRESH_MS = 10000;
 
@@ -20,12 +20,14 @@ export async function render(ctx) {
 // Each part is fetched on its own: when one fails (a slow or broken stats query), the others
 // still show, with the error where the missing part would be.
 async function load(ctx, body) {
-  const [ov, src, dst] = await Promise.allSettled([
+  const [ov, src, dst, rates] = await Promise.allSettled([
     api.get('/v1/overview'),
     api.get('/v1/stats/sources?window=1h'),
     api.get('/v1/stats/destinations?window=1h'),
+    api.get('/v1/stats/ingress?window=1h'),
   ]);
   if ([ov, src, dst].every((r) => r.status === 'rejected')) throw ov.reason;
+  const series = rates.status === 'fulfilled' ? rates.value : { items: [], bucket_seconds: 60 };
   // The latest attempts per destination, for its latency chart (bounded: 200 each).
   const dests = dst.status === 'fulfilled' ? dst.value.items : [];
   const samples = await Promise.all(
@@ -38,24 +40,59 @@ async function load(ctx, body) {
   );
   const next = h('div', {});
   const sources = src.status === 'fulfilled' ? src.value.items : [];
-  next.appendChild(ov.status === 'fulfilled' ? tiles(ov.value, sources) : errorNotice(ov.reason));
+  next.appendChild(ov.status === 'fulfilled' ? tiles(ov.value, sources, series) : errorNotice(ov.reason));
   next.appendChild(h('h2', {}, 'Sources'));
-  next.appendChild(src.status === 'fulfilled' ? sourcesTable(sources) : errorNotice(src.reason));
+  next.appendChild(src.status === 'fulfilled' ? sourcesTable(sources, series) : errorNotice(src.reason));
   next.appendChild(h('h2', {}, 'Destinations'));
   next.appendChild(dst.status === 'fulfilled' ? destinationsTable(dests, samples) : errorNotice(dst.reason));
   body.replaceChildren(next);
 }
 
-function tiles(ov, sources) {
+// The hour's request rate chart: every bucket from an hour ago to now.
+function hourChart(buckets, title) {
+  const now = Date.now();
+  return rateColumns(buckets, { title, from: now - 3600 * 1000, to: now, step: 60 * 1000 });
+}
+
+// All sources' buckets added up by time.
+function totals(series) {
+  const byAt = new Map();
+  for (const s of series.items) {
+    for (const b of s.buckets) {
+      const t = byAt.get(b.at) || { at: b.at, accepted: 0, duplicate: 0, rejected: 0 };
+      t.accepted += b.accepted;
+      t.duplicate += b.duplicate;
+      t.rejected += b.rejected;
+      byAt.set(b.at, t);
+    }
+  }
+  return [...byAt.values()];
+}
+
+const legend = () =>
+  h('span', { class: 'legend', 'aria-hidden': 'true' }, h('span', { class: 'key key-ok' }), 'accepted', h('span', { class: 'key key-dup' }), 'duplicate', h('span', { class: 'key key-dead' }), 'refused');
+
+function tiles(ov, sources, series) {
   const states = { healthy: 0, degraded: 0, failing: 0 };
   for (const s of sources) states[s.health.state] = (states[s.health.state] || 0) + 1;
   const accepted = sources.reduce((n, s) => n + s.accepted, 0);
+  const duplicates = sources.reduce((n, s) => n + (s.duplicates || 0), 0);
+  const rejected = sources.reduce((n, s) => n + (s.rejected || 0), 0);
+  const all = totals(series);
+  const perMin = (n) => `${(n / 60).toFixed(n >= 600 ? 0 : 1)}/min`;
   const tile = (label, value, extra) => h('li', { class: 'tile' }, h('span', { class: 'tile-label' }, label), h('span', { class: 'tile-value' }, value), extra);
   return h(
     'ul',
     { class: 'tiles', 'aria-label': 'Summary' },
     tile('Sources', num(ov.sources), h('span', { class: 'hint' }, `${states.healthy} healthy · ${states.degraded} degraded · ${states.failing} failing`)),
-    tile('Accepted (1 h)', num(accepted)),
+    tile('Accepted (1 h)', num(accepted), h('span', { class: 'hint' }, `events · ${perMin(accepted)}`)),
+    tile('Duplicates (1 h)', num(duplicates), h('span', { class: 'hint' }, 'answered 200 duplicate')),
+    tile('Refused (1 h)', rejected ? h('span', { class: 'bad' }, num(rejected)) : '0', h('span', { class: 'hint' }, 'verification, size, 503 …')),
+    tile(
+      'Requests per minute (1 h)',
+      hourChart(all, `Requests per minute over the last hour, all sources: ${num(accepted)} events accepted, ${num(duplicates)} duplicates, ${num(rejected)} refused`),
+      legend(),
+    ),
     tile('Queue depth', ov.queue_depth === null ? 'n/a' : num(ov.queue_depth), h('span', { class: 'hint' }, ov.queue_depth === null ? 'shared queue: admin keys only' : 'ready in hookline.work')),
     tile(
       'Dead letters waiting',
@@ -70,7 +107,8 @@ function health(hl) {
   return h('div', {}, badge(hl.state), hl.reason ? h('p', { class: 'reason' }, hl.reason) : null);
 }
 
-function sourcesTable(items) {
+function sourcesTable(items, series) {
+  const bySource = new Map(series.items.map((s) => [s.source_id, s.buckets]));
   const order = { failing: 0, degraded: 1, healthy: 2 };
   const rows = [...items]
     .sort((a, b) => order[a.health.state] - order[b.health.state] || a.source_id.localeCompare(b.source_id))
@@ -81,6 +119,9 @@ function sourcesTable(items) {
         h('td', {}, h('a', { href: `#/sources/${encodeURIComponent(s.source_id)}` }, s.source_id), h('div', { class: 'hint' }, `${s.provider} · ${s.tenant}`)),
         h('td', {}, health(s.health)),
         h('td', { class: 'num' }, num(s.accepted)),
+        h('td', { class: 'num' }, num(s.duplicates)),
+        h('td', { class: 'num' }, s.rejected ? h('a', { href: `#/sources/${encodeURIComponent(s.source_id)}`, class: 'bad' }, num(s.rejected)) : '0'),
+        h('td', {}, hourChart(bySource.get(s.source_id) || [], `${s.source_id}: requests per minute over the last hour; ${s.received} received, ${s.duplicates} duplicates, ${s.rejected} refused`)),
         h('td', { class: 'num' }, num(s.stored)),
         h('td', { class: 'num' }, s.dead_letters ? h('a', { href: `#/dead-letters?source=${encodeURIComponent(s.source_id)}` }, num(s.dead_letters)) : '0'),
         h('td', { class: 'num' }, pct(s.delivery.success_rate)),
@@ -99,7 +140,7 @@ function sourcesTable(items) {
         ),
       ),
     );
-  return table('Sources, worst first', ['Source', 'State', 'Accepted', 'Stored', 'Dead letters', 'Delivery success', 'p50 / p99', 'Attempts'], rows, 'No sources yet: add one on the Sources page.');
+  return table('Sources, worst first', ['Source', 'State', 'Accepted', 'Duplicates', 'Refused', 'Requests / min', 'Stored', 'Dead letters', 'Delivery success', 'p50 / p99', 'Attempts'], rows, 'No sources yet: add one on the Sources page.');
 }
 
 function destinationsTable(items, samples) {

@@ -3,7 +3,7 @@
 // grace period, enable/disable. A generated secret is shown once.
 
 import * as api from '../api.js';
-import { h, table, badge, field, input, select, button, dl, time, ago, notice, errorNotice, secretBox, clear, pct, ms, num } from '../ui.js';
+import { h, table, badge, field, input, select, button, dl, time, ago, notice, errorNotice, secretBox, clear, pct, ms, num, rateColumns } from '../ui.js';
 import { PROVIDERS } from '../providers.js';
 
 export async function render(ctx) {
@@ -55,18 +55,74 @@ async function renderOne(ctx, id) {
   ctx.main.appendChild(flash);
   ctx.main.appendChild(body);
   const load = async () => {
-    const [s, stats] = await Promise.all([
+    const [s, stats, rates] = await Promise.all([
       api.get(`/v1/sources/${encodeURIComponent(id)}`),
       api.get('/v1/stats/sources?window=1h').catch(() => ({ items: [] })),
+      api.get(`/v1/stats/ingress?window=1h&source=${encodeURIComponent(id)}`).catch(() => ({ items: [] })),
     ]);
     const st = stats.items.find((x) => x.source_id === s.id);
     clear(body);
-    body.appendChild(detail(ctx, s, st, flash, load));
+    body.appendChild(detail(ctx, s, st, flash, load, rates.items.length ? rates.items[0].buckets : []));
   };
   await load();
 }
 
-function detail(ctx, s, st, flash, reload) {
+// What each refusal means for the person fixing it.
+const REFUSALS = {
+  invalid_signature: 'The signature did not match any valid secret: the provider may be signing with a rotated or different secret.',
+  missing_signature: 'No signature header: signing is not set up on the provider’s side, or something else is posting here.',
+  stale_timestamp: 'The signed timestamp is outside the tolerance: a clock is off, or an old request was replayed.',
+  unsupported_media_type: 'The content type is not what this provider sends.',
+  invalid_payload: 'Signed, but the body is not what this provider sends.',
+  capture_not_armed: 'Notion’s verification request arrived while no capture was armed.',
+  payload_too_large: 'The body was over the source’s max_body_bytes.',
+  body_timeout: 'The body arrived too slowly (HOOKLINE_BODY_TIMEOUT, HOOKLINE_BODY_MIN_RATE).',
+  invalid_dedup_key: 'The delivery id holds control characters.',
+  bad_request: 'The request body could not be read.',
+  unavailable: 'Answered 503: the broker or the database was unavailable; the provider retries.',
+  source_misconfigured: 'Answered 503: the ingress cannot serve this source (see above).',
+};
+
+function requestsCard(st, buckets) {
+  const now = Date.now();
+  const refused = Object.entries(st.outcomes || {}).filter(([code]) => !['queued', 'duplicate', 'handshake'].includes(code));
+  refused.sort((a, b) => b[1] - a[1]);
+  const verification = new Set(Object.keys(st.verification_failures || {}));
+  return h(
+    'section',
+    { class: 'card', 'aria-labelledby': 'src-requests' },
+    h('h2', { id: 'src-requests' }, 'Requests (1 h)'),
+    h(
+      'p',
+      {},
+      rateColumns(buckets, {
+        title: `Requests per minute over the last hour: ${st.received} received, ${st.duplicates} duplicates, ${st.rejected} refused`,
+        from: now - 3600 * 1000,
+        to: now,
+        step: 60 * 1000,
+        width: 480,
+        height: 60,
+      }),
+      h('span', { class: 'legend', 'aria-hidden': 'true' }, h('span', { class: 'key key-ok' }), 'accepted', h('span', { class: 'key key-dup' }), 'duplicate', h('span', { class: 'key key-dead' }), 'refused'),
+    ),
+    dl([
+      ['Received', num(st.received)],
+      ['Duplicates', num(st.duplicates)],
+      ['Refused', num(st.rejected)],
+      ['Last verification failure', st.last_verification_failure_at ? ago(st.last_verification_failure_at) : 'none in the last hour'],
+    ]),
+    table(
+      'Refused requests by reason, last hour',
+      ['Reason', 'Requests', 'What it means'],
+      refused.map(([code, n]) =>
+        h('tr', {}, h('td', {}, h('code', {}, code), verification.has(code) ? h('div', { class: 'hint' }, 'verification') : null), h('td', { class: 'num' }, num(n)), h('td', {}, REFUSALS[code] || '')),
+      ),
+      'No request refused in the last hour.',
+    ),
+  );
+}
+
+function detail(ctx, s, st, flash, reload, buckets = []) {
   const p = PROVIDERS[s.provider] || { name: s.provider, steps: [] };
   const out = h('div', {});
   if (s.problem) {
@@ -102,6 +158,7 @@ function detail(ctx, s, st, flash, reload) {
       h('p', {}, h('a', { href: `#/events?source=${encodeURIComponent(s.id)}` }, 'Events from this source'), ' · ', h('a', { href: `#/dead-letters?source=${encodeURIComponent(s.id)}` }, 'Its dead letters')),
     ),
   );
+  if (st) out.appendChild(requestsCard(st, buckets));
   out.appendChild(
     h(
       'section',
