@@ -863,6 +863,7 @@ async fn retention_removes_exactly_what_is_older_than_its_window() {
     env.set("HOOKLINE_RETENTION_EVENTS", "1h");
     env.set("HOOKLINE_RETENTION_ATTEMPTS", "2h");
     env.set("HOOKLINE_RETENTION_DEAD_LETTERS", "3h");
+    env.set("HOOKLINE_RETENTION_OUTCOMES", "4h");
     // More old rows than one batch (5,000), so the sweep must take several.
     let sql = [
         "INSERT INTO events (id, source_id, tenant, provider, module, event_type, dedup_key, \
@@ -893,6 +894,13 @@ async fn retention_removes_exactly_what_is_older_than_its_window() {
          last_error, first_failed_at, last_failed_at, body, headers) SELECT gen_random_uuid(), \
          's', 'acme', 'github', 'unparseable', 1, 'x', now() - interval '5 hours', \
          now() - interval '2 hours', '{}'::bytea, '{}'::jsonb FROM generate_series(1, 3)",
+        // The ingress's per-minute counts: older than their own window, and inside it.
+        "INSERT INTO ingress_outcomes (source_id, minute, outcome, count, first_at, last_at) \
+         SELECT 's' || (n % 7), date_trunc('minute', now()) - interval '5 hours' - n * interval '1 minute', \
+         'queued', 1, now() - interval '5 hours', now() - interval '5 hours' FROM generate_series(1, 6000) n",
+        "INSERT INTO ingress_outcomes (source_id, minute, outcome, count, first_at, last_at) \
+         SELECT 's', date_trunc('minute', now()) - interval '3 hours' - n * interval '1 minute', \
+         'queued', 1, now(), now() FROM generate_series(1, 40) n",
     ];
     for s in sql {
         env.db
@@ -900,16 +908,21 @@ async fn retention_removes_exactly_what_is_older_than_its_window() {
             .await
             .unwrap_or_else(|e| panic!("{s}: {e}"));
     }
-    // The API sweeps when it starts, then every minute.
+    // The API sweeps when it starts, then every minute; the ingress's counts are swept last.
     let api = env.api().await;
     eventually("the sweep", WAIT, || async {
         let m = api.metrics().await;
-        m.contains("hookline_retention_deleted_total{table=\"dead_letters\"} 30")
+        m.contains("hookline_retention_deleted_total{table=\"ingress_outcomes\"} 6000")
             .then_some(())
     })
     .await;
     let m = api.metrics().await;
-    for (table, n) in [("events", 12345), ("processed", 7000), ("attempts", 6000)] {
+    for (table, n) in [
+        ("events", 12345),
+        ("processed", 7000),
+        ("attempts", 6000),
+        ("dead_letters", 30),
+    ] {
         assert!(
             m.contains(&format!(
                 "hookline_retention_deleted_total{{table=\"{table}\"}} {n}"
@@ -926,6 +939,7 @@ async fn retention_removes_exactly_what_is_older_than_its_window() {
     assert_eq!(env.count("select count(*) from processed").await, 70);
     assert_eq!(env.count("select count(*) from attempts").await, 60);
     assert_eq!(env.count("select count(*) from dead_letters").await, 3);
+    assert_eq!(env.count("select count(*) from ingress_outcomes").await, 40);
 }
 
 #[tokio::test]
