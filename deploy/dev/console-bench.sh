@@ -15,7 +15,7 @@ db=hookline_console_bench
 export HOOKLINE_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
 export HOOKLINE_API_ADDR="${CONSOLE_BENCH_ADDR:-127.0.0.1:18081}"
 # The bench's events span 7 days: keep the retention sweep from touching them.
-export HOOKLINE_RETENTION_EVENTS=0s HOOKLINE_RETENTION_ATTEMPTS=0s HOOKLINE_RETENTION_DEAD_LETTERS=0s
+export HOOKLINE_RETENTION_EVENTS=0s HOOKLINE_RETENTION_ATTEMPTS=0s HOOKLINE_RETENTION_DEAD_LETTERS=0s HOOKLINE_RETENTION_OUTCOMES=0s
 # Page loads are many small API calls from one key: not what the rate limit is for.
 export HOOKLINE_API_RATE_LIMIT=10000
 psql_() { psql -h 127.0.0.1 -U postgres -w -v ON_ERROR_STOP=1 -qtA "$@"; }
@@ -96,9 +96,17 @@ SELECT e.id, e.source_id, e.tenant, e.provider, e.module, 'crm', 'retries_exhaus
        convert_to(e.payload::text, 'UTF8'), '{}'::jsonb, 'application/json', e.received_at
 FROM generate_series(1000, $events, 1000) g
 JOIN events e ON e.id = md5(g::text)::uuid;
+-- What the ingress answered: every source, every minute of the last 2 days (the default
+-- retention), queued and duplicate, and a verification failure in one minute of ten.
+INSERT INTO ingress_outcomes (source_id, minute, outcome, count, first_at, last_at)
+SELECT s.id, m, o.outcome, o.n, m, m + interval '59 s'
+FROM srcs s
+CROSS JOIN generate_series(date_trunc('minute', now()) - interval '2 days', date_trunc('minute', now()), interval '1 minute') m
+CROSS JOIN LATERAL (VALUES ('queued', 7), ('duplicate', 1), ('invalid_signature', 1)) o(outcome, n)
+WHERE o.outcome <> 'invalid_signature' OR extract(minute FROM m)::int % 10 = 0;
 ANALYZE;
 SQL
-echo "filled in $(( $(date +%s) - start )) s: $(psql_ -c "select count(*) from events" "$db") events, $(psql_ -c "select count(*) from attempts" "$db") attempts, $(psql_ -c "select count(*) from dead_letters" "$db") dead letters, database $(psql_ -c "select pg_size_pretty(pg_database_size('$db'))" "$db")"
+echo "filled in $(( $(date +%s) - start )) s: $(psql_ -c "select count(*) from events" "$db") events, $(psql_ -c "select count(*) from attempts" "$db") attempts, $(psql_ -c "select count(*) from ingress_outcomes" "$db") outcome rows, $(psql_ -c "select count(*) from dead_letters" "$db") dead letters, database $(psql_ -c "select pg_size_pretty(pg_database_size('$db'))" "$db")"
 fi
 "$bin/hookline-worker" migrate >/dev/null
 

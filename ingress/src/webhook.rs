@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
+use hookline_shared::answers::Answer;
 use hookline_shared::db::claims::DedupKey;
 use hookline_shared::envelope::Envelope;
 use hookline_shared::ids::{EventId, SourceId};
@@ -77,12 +78,15 @@ enum Accepted {
 impl Accepted {
     fn label(&self) -> &'static str {
         match self {
-            Accepted::Queued(_) => "queued",
-            Accepted::Duplicate(_) => "duplicate",
-            Accepted::Handshake(_) => "handshake",
-            Accepted::Split { events, .. } if events.iter().all(|(_, dup)| *dup) => "duplicate",
-            Accepted::Split { .. } => "queued",
+            Accepted::Queued(_) => Answer::Queued,
+            Accepted::Duplicate(_) => Answer::Duplicate,
+            Accepted::Handshake(_) => Answer::Handshake,
+            Accepted::Split { events, .. } if events.iter().all(|(_, dup)| *dup) => {
+                Answer::Duplicate
+            }
+            Accepted::Split { .. } => Answer::Queued,
         }
+        .code()
     }
 
     fn into_response(self) -> HttpResponse {

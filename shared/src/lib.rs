@@ -1,5 +1,6 @@
 //! What hookline's ingress and worker share.
 //!
+//! - [`answers`]: every answer the ingress gives, with its code, HTTP status and kind.
 //! - [`config`]: settings from `HOOKLINE_*` variables and an optional TOML file.
 //! - [`secret`]: secrets with redacted `Debug`, and the master key that seals them at rest.
 //! - [`providers`]: one verifier per provider scheme (pure, `now` injected).
@@ -11,6 +12,7 @@
 //! - [`metrics`], [`telemetry`]: Prometheus registry and JSON logs.
 
 pub mod amqp;
+pub mod answers;
 pub mod config;
 pub mod db;
 pub mod envelope;

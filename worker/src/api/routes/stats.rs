@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use actix_web::{get, web};
 use chrono::{DateTime, Duration, Utc};
+use hookline_shared::answers::{Answer, Kind};
 use hookline_shared::topology::WORK_QUEUE;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -411,18 +412,6 @@ fn worse(a: Health, b: Health) -> Health {
     }
 }
 
-/// Answers that mean the request was taken (or answered as the provider expects).
-const ACCEPTED: &[&str] = &["queued", "duplicate", "handshake"];
-/// Error codes of a request that failed verification.
-const VERIFICATION: &[&str] = &[
-    "missing_signature",
-    "invalid_signature",
-    "stale_timestamp",
-    "unsupported_media_type",
-    "invalid_payload",
-    "capture_not_armed",
-];
-
 /// What the ingress answered one source in the window.
 #[derive(Default, Debug)]
 struct Requests {
@@ -443,11 +432,13 @@ impl Requests {
         for o in rows {
             r.received += o.n;
             *r.by_outcome.entry(o.outcome.clone()).or_default() += o.n;
-            if ACCEPTED.contains(&o.outcome.as_str()) {
+            // A code this version does not know (a newer ingress's) counts as a refusal.
+            let kind = Answer::from_code(&o.outcome).map_or(Kind::Refused, Answer::kind);
+            if matches!(kind, Kind::Accepted | Kind::Duplicate) {
                 continue;
             }
             r.rejected += o.n;
-            if VERIFICATION.contains(&o.outcome.as_str()) {
+            if kind == Kind::Verification {
                 *r.verification.entry(o.outcome.clone()).or_default() += o.n;
                 r.last_verification_failure = r.last_verification_failure.max(Some(o.last_at));
                 r.failures_since_ok += o.n_after_ok;
@@ -493,7 +484,7 @@ fn ingress_health(r: &Requests) -> Health {
     };
     let misconfigured = r
         .by_outcome
-        .get("source_misconfigured")
+        .get(Answer::SourceMisconfigured.code())
         .copied()
         .unwrap_or(0);
     if misconfigured > 0 {
@@ -542,7 +533,10 @@ fn ingress_health(r: &Requests) -> Health {
             .by_outcome
             .iter()
             .filter(|(code, _)| {
-                !ACCEPTED.contains(&code.as_str()) && !VERIFICATION.contains(&code.as_str())
+                !matches!(
+                    Answer::from_code(code).map(Answer::kind),
+                    Some(Kind::Accepted | Kind::Duplicate | Kind::Verification)
+                )
             })
             .map(|(code, n)| format!("{n} {code}"))
             .collect::<Vec<_>>()

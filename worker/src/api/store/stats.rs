@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Double, Nullable, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
+use hookline_shared::answers::{Answer, Kind};
 use hookline_shared::db::PgPool;
 
 use crate::api::error::ApiResult;
@@ -86,7 +87,7 @@ pub async fn outcomes(
         "WITH o AS (SELECT * FROM ingress_outcomes \
                     WHERE source_id = ANY($1) AND minute >= date_trunc('minute', $2) AND last_at >= $2), \
               ok AS (SELECT source_id, max(last_at) AS last_ok FROM o \
-                     WHERE outcome IN ('queued', 'duplicate', 'handshake') GROUP BY source_id) \
+                     WHERE outcome = ANY($3) OR outcome = ANY($4) GROUP BY source_id) \
          SELECT o.source_id AS key, o.outcome, sum(o.count)::bigint AS n, \
                 min(o.first_at) AS first_at, max(o.last_at) AS last_at, \
                 coalesce(sum(o.count) FILTER (WHERE ok.last_ok IS NULL OR o.last_at > ok.last_ok), 0)::bigint AS n_after_ok, \
@@ -96,8 +97,14 @@ pub async fn outcomes(
     )
     .bind::<Array<Text>, _>(sources)
     .bind::<Timestamptz, _>(since)
+    .bind::<Array<Text>, _>(codes(Kind::Accepted))
+    .bind::<Array<Text>, _>(codes(Kind::Duplicate))
     .load(&mut conn)
     .await?)
+}
+
+fn codes(kind: Kind) -> Vec<&'static str> {
+    Answer::codes_of(kind).collect()
 }
 
 /// One source's requests in one time bucket: accepted (queued or a handshake answered),
@@ -128,9 +135,9 @@ pub async fn outcome_series(
     Ok(diesel::sql_query(
         "SELECT source_id AS key, \
                 date_bin($3 * interval '1 second', minute, timestamptz '2000-01-01 00:00:00+00') AS at, \
-                coalesce(sum(count) FILTER (WHERE outcome IN ('queued', 'handshake')), 0)::bigint AS accepted, \
-                coalesce(sum(count) FILTER (WHERE outcome = 'duplicate'), 0)::bigint AS duplicate, \
-                coalesce(sum(count) FILTER (WHERE outcome NOT IN ('queued', 'handshake', 'duplicate')), 0)::bigint AS rejected \
+                coalesce(sum(count) FILTER (WHERE outcome = ANY($4)), 0)::bigint AS accepted, \
+                coalesce(sum(count) FILTER (WHERE outcome = ANY($5)), 0)::bigint AS duplicate, \
+                coalesce(sum(count) FILTER (WHERE NOT (outcome = ANY($4) OR outcome = ANY($5))), 0)::bigint AS rejected \
          FROM ingress_outcomes \
          WHERE source_id = ANY($1) AND minute >= date_bin($3 * interval '1 second', $2, timestamptz '2000-01-01 00:00:00+00') \
          GROUP BY 1, 2 ORDER BY 1, 2",
@@ -138,6 +145,8 @@ pub async fn outcome_series(
     .bind::<Array<Text>, _>(sources)
     .bind::<Timestamptz, _>(since)
     .bind::<BigInt, _>(bucket_seconds)
+    .bind::<Array<Text>, _>(codes(Kind::Accepted))
+    .bind::<Array<Text>, _>(codes(Kind::Duplicate))
     .load(&mut conn)
     .await?)
 }
