@@ -49,9 +49,9 @@ async function load(ctx, body) {
 }
 
 // The hour's request rate chart: every bucket from an hour ago to now.
-function hourChart(buckets, title) {
+function hourChart(buckets, title, width = 220) {
   const now = Date.now();
-  return rateColumns(buckets, { title, from: now - 3600 * 1000, to: now, step: 60 * 1000 });
+  return rateColumns(buckets, { title, from: now - 3600 * 1000, to: now, step: 60 * 1000, width });
 }
 
 // All sources' buckets added up by time.
@@ -80,7 +80,7 @@ function tiles(ov, sources, series) {
   const rejected = sources.reduce((n, s) => n + (s.rejected || 0), 0);
   const all = totals(series);
   const perMin = (n) => `${(n / 60).toFixed(n >= 600 ? 0 : 1)}/min`;
-  const tile = (label, value, extra) => h('li', { class: 'tile' }, h('span', { class: 'tile-label' }, label), h('span', { class: 'tile-value' }, value), extra);
+  const tile = (label, value, extra, wide) => h('li', { class: wide ? 'tile tile-wide' : 'tile' }, h('span', { class: 'tile-label' }, label), h('span', { class: 'tile-value' }, value), extra);
   return h(
     'ul',
     { class: 'tiles', 'aria-label': 'Summary' },
@@ -90,8 +90,9 @@ function tiles(ov, sources, series) {
     tile('Refused (1 h)', rejected ? h('span', { class: 'bad' }, num(rejected)) : '0', h('span', { class: 'hint' }, 'verification, size, 503 …')),
     tile(
       'Requests per minute (1 h)',
-      hourChart(all, `Requests per minute over the last hour, all sources: ${num(accepted)} events accepted, ${num(duplicates)} duplicates, ${num(rejected)} refused`),
+      hourChart(all, `Requests per minute over the last hour, all sources: ${num(accepted)} events accepted, ${num(duplicates)} duplicates, ${num(rejected)} refused`, 360),
       legend(),
+      true,
     ),
     tile('Queue depth', ov.queue_depth === null ? 'n/a' : num(ov.queue_depth), h('span', { class: 'hint' }, ov.queue_depth === null ? 'shared queue: admin keys only' : 'ready in hookline.work')),
     tile(
