@@ -16,8 +16,13 @@
 //! instead of each hitting the database. The in-process entry stays "published" until the row
 //! says so too, so a re-send that arrives while the mark is still on its way is a duplicate, not
 //! a second publish.
+//!
+//! The claim rows are reached through [`Claims`], three calls wide: the batched
+//! [`ClaimStore`] in production, a scripted fake in this module's tests (with tokio's paused
+//! time, so the cross-replica polling and the give-up deadlines are tested without waiting).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,16 +41,69 @@ enum Resolution {
 
 type Key = (SourceId, DedupKey);
 
-pub struct Dedup {
-    store: ClaimStore,
+/// What [`Dedup`] needs of the claim rows (see [`ClaimStore`] for what each call means).
+pub trait Claims: Clone + Send + Sync + 'static {
+    fn claim(
+        &self,
+        source: &SourceId,
+        key: &DedupKey,
+        event_id: EventId,
+        window: Duration,
+    ) -> impl Future<Output = Result<Claim, Arc<DbError>>> + Send;
+    fn mark_published(
+        &self,
+        source: &SourceId,
+        key: &DedupKey,
+        event_id: EventId,
+        window: Duration,
+    ) -> impl Future<Output = Result<(), Arc<DbError>>> + Send;
+    fn release(
+        &self,
+        source: &SourceId,
+        key: &DedupKey,
+        event_id: EventId,
+    ) -> impl Future<Output = Result<(), Arc<DbError>>> + Send;
+}
+
+impl Claims for ClaimStore {
+    fn claim(
+        &self,
+        source: &SourceId,
+        key: &DedupKey,
+        event_id: EventId,
+        window: Duration,
+    ) -> impl Future<Output = Result<Claim, Arc<DbError>>> + Send {
+        ClaimStore::claim(self, source, key, event_id, window)
+    }
+    fn mark_published(
+        &self,
+        source: &SourceId,
+        key: &DedupKey,
+        event_id: EventId,
+        window: Duration,
+    ) -> impl Future<Output = Result<(), Arc<DbError>>> + Send {
+        ClaimStore::mark_published(self, source, key, event_id, window)
+    }
+    fn release(
+        &self,
+        source: &SourceId,
+        key: &DedupKey,
+        event_id: EventId,
+    ) -> impl Future<Output = Result<(), Arc<DbError>>> + Send {
+        ClaimStore::release(self, source, key, event_id)
+    }
+}
+
+pub struct Dedup<S: Claims = ClaimStore> {
+    store: S,
     local: Mutex<HashMap<Key, watch::Sender<Resolution>>>,
     /// Longest a request waits on another request's in-flight claim.
     max_wait: Duration,
 }
 
-pub enum Decision {
+pub enum Decision<S: Claims = ClaimStore> {
     /// New: publish, then call [`ClaimGuard::published`] (or drop the guard to release).
-    Proceed(ClaimGuard),
+    Proceed(ClaimGuard<S>),
     Duplicate(EventId),
 }
 
@@ -66,10 +124,10 @@ const POLL: Duration = Duration::from_millis(25);
 /// which costs at most one extra publish of the same id when the provider retries.
 const MARK_RETRY_FOR: Duration = Duration::from_secs(120);
 
-impl Dedup {
+impl<S: Claims> Dedup<S> {
     /// `max_wait` must outlast the claim store's stale window, so a request waiting on a dead
     /// holder's claim takes it over instead of giving up.
-    pub fn new(store: ClaimStore, max_wait: Duration) -> Arc<Self> {
+    pub fn new(store: S, max_wait: Duration) -> Arc<Self> {
         Arc::new(Self {
             store,
             local: Mutex::default(),
@@ -83,7 +141,7 @@ impl Dedup {
         source: &SourceId,
         key: &DedupKey,
         window: Duration,
-    ) -> Result<Decision, DedupError> {
+    ) -> Result<Decision<S>, DedupError> {
         let event_id = key.event_id(source);
         let deadline = Instant::now() + self.max_wait;
         let k: Key = (source.clone(), key.clone());
@@ -165,13 +223,13 @@ impl Dedup {
 }
 
 /// This request's hold on the in-process entry for a key; resolves it (as released) if dropped.
-struct LocalEntry {
-    dedup: Arc<Dedup>,
+struct LocalEntry<S: Claims> {
+    dedup: Arc<Dedup<S>>,
     key: Option<Key>,
 }
 
-impl LocalEntry {
-    fn take(&mut self) -> LocalEntry {
+impl<S: Claims> LocalEntry<S> {
+    fn take(&mut self) -> LocalEntry<S> {
         LocalEntry {
             dedup: self.dedup.clone(),
             key: self.key.take(),
@@ -185,7 +243,7 @@ impl LocalEntry {
     }
 }
 
-impl Drop for LocalEntry {
+impl<S: Claims> Drop for LocalEntry<S> {
     fn drop(&mut self) {
         self.resolve(Resolution::Released);
     }
@@ -202,14 +260,14 @@ enum GuardState {
 /// [`ClaimGuard::release`] after the publish failed. If the request is dropped midway (the
 /// provider hung up), `Drop` finishes the job in the background: a confirmed publish is still
 /// marked published, an unconfirmed one is released so the provider's retry is not refused.
-pub struct ClaimGuard {
-    entry: LocalEntry,
+pub struct ClaimGuard<S: Claims = ClaimStore> {
+    entry: LocalEntry<S>,
     event_id: EventId,
     window: Duration,
     state: GuardState,
 }
 
-impl ClaimGuard {
+impl<S: Claims> ClaimGuard<S> {
     pub fn event_id(&self) -> EventId {
         self.event_id
     }
@@ -247,8 +305,8 @@ impl ClaimGuard {
 
 /// Marks a confirmed claim published. Local requests are told "published" first, and the entry
 /// stays until the row says so, so nothing in this process publishes the delivery again.
-async fn mark(
-    mut entry: LocalEntry,
+async fn mark<S: Claims>(
+    mut entry: LocalEntry<S>,
     event_id: EventId,
     window: Duration,
 ) -> Result<(), DedupError> {
@@ -284,7 +342,7 @@ async fn mark(
     result
 }
 
-impl Drop for ClaimGuard {
+impl<S: Claims> Drop for ClaimGuard<S> {
     fn drop(&mut self) {
         let event_id = self.event_id;
         match self.state {
@@ -309,5 +367,354 @@ impl Drop for ClaimGuard {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `Dedup` in-process against a scripted claim store, with paused time: every branch of the
+    //! local wait, the cross-replica poll, take-over, release and the background mark.
+
+    use std::collections::VecDeque;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    type ClaimAnswer = Result<Claim, Arc<DbError>>;
+
+    /// A claim store that answers from a script and records every call.
+    #[derive(Clone, Default)]
+    struct Fake(Arc<FakeState>);
+
+    #[derive(Default)]
+    struct FakeState {
+        /// Answers to `claim`, in order; `Won` once it runs out.
+        claims: Mutex<VecDeque<ClaimAnswer>>,
+        /// `mark_published` fails (database unreachable) this many times first.
+        mark_failures: Mutex<usize>,
+        calls: Mutex<Vec<&'static str>>,
+        /// While set, `claim` waits for a notification before answering.
+        hold_claims: Mutex<Option<Arc<Notify>>>,
+    }
+
+    impl Fake {
+        fn script(answers: impl IntoIterator<Item = ClaimAnswer>) -> Self {
+            let f = Fake::default();
+            f.0.claims.lock().unwrap().extend(answers);
+            f
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            self.0.calls.lock().unwrap().clone()
+        }
+        fn count(&self, call: &str) -> usize {
+            self.calls().iter().filter(|c| **c == call).count()
+        }
+    }
+
+    fn down() -> Arc<DbError> {
+        Arc::new(DbError::Pool("connection refused".into()))
+    }
+
+    fn refused() -> Arc<DbError> {
+        Arc::new(DbError::Query(diesel::result::Error::SerializationError(
+            "the key cannot be sent".into(),
+        )))
+    }
+
+    impl Claims for Fake {
+        fn claim(
+            &self,
+            _: &SourceId,
+            _: &DedupKey,
+            _: EventId,
+            _: Duration,
+        ) -> impl Future<Output = ClaimAnswer> + Send {
+            let s = self.0.clone();
+            async move {
+                s.calls.lock().unwrap().push("claim");
+                let hold = s.hold_claims.lock().unwrap().clone();
+                if let Some(n) = hold {
+                    n.notified().await;
+                }
+                s.claims
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or(Ok(Claim::Won))
+            }
+        }
+        fn mark_published(
+            &self,
+            _: &SourceId,
+            _: &DedupKey,
+            _: EventId,
+            _: Duration,
+        ) -> impl Future<Output = Result<(), Arc<DbError>>> + Send {
+            let s = self.0.clone();
+            async move {
+                s.calls.lock().unwrap().push("mark");
+                let mut left = s.mark_failures.lock().unwrap();
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(down());
+                }
+                Ok(())
+            }
+        }
+        fn release(
+            &self,
+            _: &SourceId,
+            _: &DedupKey,
+            _: EventId,
+        ) -> impl Future<Output = Result<(), Arc<DbError>>> + Send {
+            let s = self.0.clone();
+            async move {
+                s.calls.lock().unwrap().push("release");
+                Ok(())
+            }
+        }
+    }
+
+    const WINDOW: Duration = Duration::from_secs(3600);
+    const MAX_WAIT: Duration = Duration::from_secs(3);
+
+    fn ids() -> (SourceId, DedupKey) {
+        (
+            SourceId::parse("src").unwrap(),
+            DedupKey::parse("delivery-1").unwrap(),
+        )
+    }
+
+    async fn acquire(d: &Arc<Dedup<Fake>>) -> Result<Decision<Fake>, DedupError> {
+        let (s, k) = ids();
+        d.acquire(&s, &k, WINDOW).await
+    }
+
+    fn proceed(d: Result<Decision<Fake>, DedupError>) -> ClaimGuard<Fake> {
+        match d {
+            Ok(Decision::Proceed(g)) => g,
+            Ok(Decision::Duplicate(id)) => panic!("expected to proceed, got duplicate {id}"),
+            Err(e) => panic!("expected to proceed, got {e}"),
+        }
+    }
+
+    /// Lets spawned tasks run until they wait on something.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_delivery_proceeds_under_its_derived_id_and_is_marked_once() {
+        let fake = Fake::default();
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        let mut g = proceed(acquire(&d).await);
+        let (s, k) = ids();
+        assert_eq!(g.event_id(), k.event_id(&s));
+        g.confirmed();
+        g.published().await.expect("marked");
+        assert_eq!(fake.calls(), vec!["claim", "mark"]);
+        // The row speaks for it now: the next attempt asks the store, which says duplicate.
+        fake.0
+            .claims
+            .lock()
+            .unwrap()
+            .push_back(Ok(Claim::Duplicate {
+                event_id: k.event_id(&s),
+            }));
+        assert!(matches!(acquire(&d).await, Ok(Decision::Duplicate(id)) if id == k.event_id(&s)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identical_requests_in_one_process_wait_for_the_first_and_never_claim_twice() {
+        let fake = Fake::default();
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        let mut first = proceed(acquire(&d).await);
+        let waiters: Vec<_> = (0..5)
+            .map(|_| {
+                let d = d.clone();
+                tokio::spawn(async move {
+                    acquire(&d)
+                        .await
+                        .map(|x| matches!(x, Decision::Duplicate(_)))
+                })
+            })
+            .collect();
+        settle().await;
+        assert_eq!(
+            fake.count("claim"),
+            1,
+            "the waiters did not reach the store"
+        );
+        first.confirmed();
+        first.published().await.expect("marked");
+        for w in waiters {
+            assert!(
+                w.await.unwrap().expect("answered"),
+                "a waiter is answered duplicate"
+            );
+        }
+        assert_eq!(fake.calls(), vec!["claim", "mark"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_publish_releases_and_a_waiter_takes_the_delivery() {
+        let fake = Fake::default();
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        let first = proceed(acquire(&d).await);
+        let waiter = {
+            let d = d.clone();
+            tokio::spawn(
+                async move { acquire(&d).await.map(|x| matches!(x, Decision::Proceed(_))) },
+            )
+        };
+        settle().await;
+        first.release().await;
+        assert!(
+            waiter.await.unwrap().expect("answered"),
+            "the waiter proceeds itself"
+        );
+        settle().await;
+        // (The waiter's own guard, dropped unconfirmed, released in turn.)
+        assert_eq!(fake.calls(), vec!["claim", "release", "claim", "release"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_replicas_claim_is_polled_until_it_resolves() {
+        let (s, k) = ids();
+        let prior = k.event_id(&s);
+        let fake = Fake::script([
+            Ok(Claim::InFlight),
+            Ok(Claim::InFlight),
+            Ok(Claim::InFlight),
+            Ok(Claim::Duplicate { event_id: prior }),
+        ]);
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        let started = Instant::now();
+        assert!(matches!(acquire(&d).await, Ok(Decision::Duplicate(id)) if id == prior));
+        assert_eq!(fake.count("claim"), 4);
+        assert_eq!(started.elapsed(), POLL * 3, "claims again every {POLL:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_in_flight_elsewhere_past_the_deadline_is_answered_503() {
+        let fake = Fake::script((0..1000).map(|_| Ok(Claim::InFlight)));
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        let started = Instant::now();
+        assert!(matches!(acquire(&d).await, Err(DedupError::StillInFlight)));
+        assert!(started.elapsed() <= MAX_WAIT, "gave up within max_wait");
+        assert!(started.elapsed() + POLL > MAX_WAIT, "and not before");
+        // Its local entry is gone: the next request asks the store again.
+        let before = fake.count("claim");
+        fake.0.claims.lock().unwrap().clear();
+        proceed(acquire(&d).await).release().await;
+        assert_eq!(fake.count("claim"), before + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_local_waiter_gives_up_at_the_deadline_while_the_holder_hangs() {
+        let fake = Fake::default();
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        let _holder = proceed(acquire(&d).await);
+        let started = Instant::now();
+        assert!(matches!(acquire(&d).await, Err(DedupError::StillInFlight)));
+        assert_eq!(started.elapsed(), MAX_WAIT);
+        assert_eq!(fake.count("claim"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn database_errors_are_503_or_400_and_leave_nothing_behind() {
+        let fake = Fake::script([Err(down()), Err(refused())]);
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        assert!(matches!(acquire(&d).await, Err(DedupError::Store(_))));
+        assert!(matches!(acquire(&d).await, Err(DedupError::InvalidKey)));
+        // Neither left a local entry that would make the next request wait.
+        proceed(acquire(&d).await).release().await;
+        assert_eq!(fake.calls(), vec!["claim", "claim", "claim", "release"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_request_releases_an_unconfirmed_claim_and_marks_a_confirmed_one() {
+        let fake = Fake::default();
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        drop(proceed(acquire(&d).await));
+        settle().await;
+        assert_eq!(fake.calls(), vec!["claim", "release"]);
+        let mut g = proceed(acquire(&d).await);
+        g.confirmed();
+        drop(g);
+        settle().await;
+        assert_eq!(fake.calls(), vec!["claim", "release", "claim", "mark"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mark_retried_through_an_outage_keeps_re_sends_duplicates_meanwhile() {
+        let fake = Fake::default();
+        *fake.0.mark_failures.lock().unwrap() = 3;
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        let mut g = proceed(acquire(&d).await);
+        let (s, k) = ids();
+        g.confirmed();
+        let marking = tokio::spawn(g.published());
+        settle().await;
+        // The mark is still failing: a re-send is a duplicate from memory, no store call.
+        let claims = fake.count("claim");
+        assert!(matches!(acquire(&d).await, Ok(Decision::Duplicate(id)) if id == k.event_id(&s)));
+        assert_eq!(fake.count("claim"), claims);
+        marking
+            .await
+            .unwrap()
+            .expect("marked once the database is back");
+        assert_eq!(fake.count("mark"), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mark_that_never_succeeds_gives_up_after_its_retry_budget() {
+        let fake = Fake::default();
+        *fake.0.mark_failures.lock().unwrap() = usize::MAX;
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        let mut g = proceed(acquire(&d).await);
+        g.confirmed();
+        let started = Instant::now();
+        assert!(matches!(g.published().await, Err(DedupError::Store(_))));
+        assert!(started.elapsed() <= MARK_RETRY_FOR);
+        // Left pending: the next attempt asks the store (and would take a stale claim over).
+        proceed(acquire(&d).await).release().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_store_does_not_let_a_second_request_claim_in_parallel() {
+        let fake = Fake::default();
+        let gate = Arc::new(Notify::new());
+        *fake.0.hold_claims.lock().unwrap() = Some(gate.clone());
+        let d = Dedup::new(fake.clone(), MAX_WAIT);
+        let a = {
+            let d = d.clone();
+            tokio::spawn(
+                async move { acquire(&d).await.map(|x| matches!(x, Decision::Proceed(_))) },
+            )
+        };
+        settle().await;
+        let b = {
+            let d = d.clone();
+            tokio::spawn(
+                async move { acquire(&d).await.map(|x| matches!(x, Decision::Proceed(_))) },
+            )
+        };
+        settle().await;
+        assert_eq!(
+            fake.count("claim"),
+            1,
+            "b waits on a's entry, not on the store"
+        );
+        *fake.0.hold_claims.lock().unwrap() = None;
+        gate.notify_one();
+        // a proceeds and its guard is dropped unconfirmed (released): b then claims itself.
+        assert!(a.await.unwrap().expect("a answered"));
+        assert!(b.await.unwrap().expect("b answered"));
+        settle().await;
+        assert_eq!(fake.count("claim"), 2);
     }
 }
