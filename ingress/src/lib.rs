@@ -7,6 +7,7 @@
 //! - [`health`]: `/healthz` on both listeners; `/readyz` and `/metrics` only on the admin
 //!   listener (`HOOKLINE_INGRESS_ADMIN_ADDR`), never on the public one providers post to.
 //! - [`error`]: the HTTP error type and its stable codes.
+//! - [`internal_events`]: each observable event's log line and metrics, emitted together.
 //! - [`outcomes`]: what each request was answered, counted per source and minute for the API.
 
 use std::net::TcpListener;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub mod dedup;
 pub mod error;
 pub mod health;
+pub mod internal_events;
 pub mod outcomes;
 pub mod sources;
 pub mod state;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
+use tracing::Instrument;
 use hookline_shared::answers::Answer;
 use hookline_shared::db::claims::DedupKey;
 use hookline_shared::envelope::Envelope;
@@ -16,6 +17,9 @@ use hookline_shared::topology::{INGRESS_EXCHANGE, WORK_ROUTING_KEY};
 
 use crate::dedup::{Decision, DedupError};
 use crate::error::ApiError;
+use crate::internal_events::{
+    DuplicateAnswered, PublishConfirmed, PublishFailed, RequestAnswered, VerificationFailed,
+};
 use crate::sources::{CachedSource, Lookup};
 use crate::state::{AppState, BodyLimits};
 
@@ -40,24 +44,15 @@ async fn receive(
 ) -> HttpResponse {
     let started = Instant::now();
     let (source, result) = handle(&req, &path, payload, &state).await;
-    let outcome = match &result {
-        Ok(o) => o.label(),
-        Err(e) => e.code(),
-    };
-    let m = &state.metrics;
-    let (source_label, provider_label) = match &source {
-        Some((id, provider)) => (id.as_str(), *provider),
-        None => ("unknown", "unknown"),
-    };
-    m.requests
-        .with_label_values(&[source_label, provider_label, outcome])
-        .inc();
-    m.request_seconds
-        .with_label_values(&[outcome])
-        .observe(started.elapsed().as_secs_f64());
-    if let Some((id, _)) = &source {
-        state.outcomes.record(id, outcome, chrono::Utc::now());
+    RequestAnswered {
+        source: source.as_ref().map(|(id, provider)| (id, *provider)),
+        answer: match &result {
+            Ok(o) => o.label(),
+            Err(e) => e.code(),
+        },
+        elapsed: started.elapsed(),
     }
+    .emit(&state.metrics, &state.outcomes);
     match result {
         Ok(o) => o.into_response(),
         Err(e) => actix_web::ResponseError::error_response(&e),
@@ -149,7 +144,9 @@ async fn handle(
         }
     };
     let known = (source.id.clone(), source.provider.as_str());
-    let result = accept(req, payload, source, state).await;
+    // Every log line of this request carries its source and provider.
+    let span = tracing::info_span!("webhook", source = %source.id, provider = known.1);
+    let result = accept(req, payload, source, state).instrument(span).await;
     (Some(known), result)
 }
 
@@ -188,13 +185,16 @@ async fn accept(
     let verified = match verifier.verify(&raw, SystemTime::now()) {
         Ok(v) => v,
         Err(e) => {
-            state
-                .metrics
-                .verification_failures
-                .with_label_values(&[source.id.as_str(), source.provider.as_str(), e.reason()])
-                .inc();
-            tracing::info!(source = %source.id, provider = %source.provider, reason = e.reason(), "verification failed");
-            return Err(e.into());
+            let reason = e.reason();
+            let e = ApiError::from(e);
+            VerificationFailed {
+                source: &source.id,
+                provider: source.provider.as_str(),
+                reason,
+                answer: e.answer(),
+            }
+            .emit(&state.metrics);
+            return Err(e);
         }
     };
     match &verified.disposition {
@@ -293,7 +293,7 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
             // unusable key is refused whole instead of half queued.
             let keys = parts
                 .iter()
-                .map(|p| dedup_key(&hook.source, &p.dedup_key))
+                .map(|p| dedup_key(&p.dedup_key))
                 .collect::<Result<Vec<_>, _>>()?;
             // Every part on its own; a failure anywhere asks the provider to retry the whole
             // request, whose published parts are then answered as duplicates.
@@ -312,8 +312,8 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
         }
         _ => {
             let key = match &hook.verified.dedup_key {
-                Some(k) => dedup_key(&hook.source, k)?,
-                None => dedup_key(&hook.source, &body_hash_key(&hook.body))?,
+                Some(k) => dedup_key(k)?,
+                None => dedup_key(&body_hash_key(&hook.body))?,
             };
             let event = Event {
                 body: hook.body.clone(),
@@ -333,10 +333,10 @@ async fn enqueue(hook: VerifiedWebhook, state: &AppState) -> Result<Accepted, Ap
 }
 
 /// The one place a provider's dedup key becomes a claimable [`DedupKey`] (see its rules).
-fn dedup_key(source: &CachedSource, raw: &str) -> Result<DedupKey, ApiError> {
+fn dedup_key(raw: &str) -> Result<DedupKey, ApiError> {
     DedupKey::parse(raw).map_err(|e| {
         // The key itself is not logged: it is whatever the sender put in a header.
-        tracing::info!(source = %source.id, provider = %source.provider, reason = %e, "dedup key refused");
+        tracing::info!(reason = %e, "dedup key refused");
         ApiError::InvalidDedupKey
     })
 }
@@ -363,7 +363,7 @@ async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), Api
         .acquire(&source.id, key, source.dedup_window)
         .await
         .map_err(|e| {
-            tracing::warn!(source = %source.id, error = %e, "dedup claim failed");
+            tracing::warn!(error = %e, "dedup claim failed");
             match e {
                 DedupError::InvalidKey => ApiError::InvalidDedupKey,
                 DedupError::Store(_) => state.unavailable("database"),
@@ -372,11 +372,12 @@ async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), Api
         })?;
     let mut guard = match decision {
         Decision::Duplicate(prior) => {
-            state
-                .metrics
-                .duplicates
-                .with_label_values(&[source.id.as_str(), source.provider.as_str()])
-                .inc();
+            DuplicateAnswered {
+                source: &source.id,
+                provider: source.provider.as_str(),
+                event_id: prior,
+            }
+            .emit(&state.metrics);
             return Ok((prior, true));
         }
         Decision::Proceed(guard) => guard,
@@ -404,15 +405,11 @@ async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), Api
             envelope.properties(),
         )
         .await;
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
     match published {
         Ok(()) => {
             guard.confirmed();
-            state
-                .metrics
-                .publish_seconds
-                .with_label_values(&["confirmed"])
-                .observe(elapsed);
+            PublishConfirmed { event_id, elapsed }.emit(&state.metrics);
             // The event is safe in the broker: answer now, and let the claim's row follow in
             // the background (local requests for the same key are answered "duplicate" at once;
             // see ClaimGuard::published, which retries the mark).
@@ -422,21 +419,16 @@ async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), Api
                     tracing::warn!(source = %source_id, event_id = %event_id, error = %e, "could not mark claim published; a retry of this delivery will publish it again under the same id");
                 }
             });
-            tracing::debug!(source = %source.id, event_id = %event_id, "queued");
             Ok((event_id, false))
         }
         Err(e) => {
-            state
-                .metrics
-                .publish_seconds
-                .with_label_values(&["failed"])
-                .observe(elapsed);
-            state
-                .metrics
-                .publish_failures
-                .with_label_values(&[e.reason()])
-                .inc();
-            tracing::warn!(source = %source.id, event_id = %event_id, error = %e, "publish not confirmed; asking the provider to retry");
+            PublishFailed {
+                event_id,
+                reason: e.reason(),
+                error: &e,
+                elapsed,
+            }
+            .emit(&state.metrics);
             guard.release().await;
             Err(state.unavailable(e.reason()))
         }
@@ -455,11 +447,11 @@ async fn capture(
 ) -> Result<Accepted, ApiError> {
     match state.sources.capture(&source.id, option, value).await {
         Ok(false) => {
-            tracing::info!(source = %source.id, option, "verification request refused: capture not armed or already done");
+            tracing::info!(option, "verification request refused: capture not armed or already done");
             Err(hookline_shared::providers::VerifyError::CaptureNotArmed.into())
         }
         Ok(true) => {
-            tracing::info!(source = %source.id, option, "verification token captured; reveal it with `hookline-worker sources captured`");
+            tracing::info!(option, "verification token captured; reveal it with `hookline-worker sources captured`");
             Ok(Accepted::Handshake(
                 hookline_shared::providers::HandshakeResponse {
                     content_type: "application/json",
@@ -468,7 +460,7 @@ async fn capture(
             ))
         }
         Err(e) => {
-            tracing::warn!(source = %source.id, error = %e, "could not store the verification token");
+            tracing::warn!(error = %e, "could not store the verification token");
             Err(state.unavailable("database"))
         }
     }

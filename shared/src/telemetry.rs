@@ -8,7 +8,8 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
-        .with_current_span(false)
+        // A request's span (the ingress's `webhook`: source, provider) rides on each line.
+        .with_current_span(true)
         .with_span_list(false)
         .with_target(true)
         .with_env_filter(filter)

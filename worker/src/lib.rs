@@ -5,6 +5,7 @@
 //! - [`runner`]: batches, stages, and the one place outcomes become broker actions.
 //! - [`routes`]: the routes file and its wildcard matching.
 //! - [`handlers`]: store, http, amqp, log.
+//! - [`internal_events`]: each observable event's log line and counter, emitted together.
 //! - [`archive`]: dead letters from the parking queue into PostgreSQL.
 //! - [`store`]: the worker's SQL, every batch through `isolate`.
 //! - [`gate`]: pauses the worker while the database is unavailable.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod console;
 pub mod gate;
 pub mod handlers;
+pub mod internal_events;
 pub mod routes;
 pub mod runner;
 pub mod store;

@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 use crate::gate::DbGate;
 use crate::handlers::{Env, HandlerId, Handlers, Job, Outcome, Plan, Reason, Report};
+use crate::internal_events::{DeadLettered, HandlerRan, RetryScheduled, Unrouted};
 use crate::routes::{RetrySpec, Routes};
 use crate::store::{self, AttemptRow, EXCERPT_BYTES, excerpt};
 use crate::subscriptions::{Active, Subscriptions};
@@ -407,22 +408,13 @@ fn route(ctx: &Ctx, event: &NormalizedEvent) -> Plan {
         return plan.clone();
     }
     let module = ctx.module_label(&event.module);
-    match ctx.handlers.unrouted() {
-        Some(plan) => {
-            ctx.metrics
-                .unrouted
-                .with_label_values(&[module, "stored"])
-                .inc();
-            plan.clone()
-        }
-        None => {
-            ctx.metrics
-                .unrouted
-                .with_label_values(&[module, "dropped"])
-                .inc();
-            Plan::from([])
-        }
+    let plan = ctx.handlers.unrouted();
+    Unrouted {
+        module,
+        stored: plan.is_some(),
     }
+    .emit(&ctx.metrics);
+    plan.cloned().unwrap_or_else(|| Plan::from([]))
 }
 
 async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
@@ -471,10 +463,12 @@ async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
             };
             let name = &ctx.handlers.get(h).name;
             if done[i].contains(name) {
-                ctx.metrics
-                    .events
-                    .with_label_values(&[ctx.module_label(&event.module), name, "skipped"])
-                    .inc();
+                HandlerRan {
+                    module: ctx.module_label(&event.module),
+                    handler: name,
+                    outcome: "skipped",
+                }
+                .emit(&ctx.metrics);
                 continue;
             }
             groups.entry(h).or_default().push(i);
@@ -503,14 +497,12 @@ async fn process_batch(ctx: &Ctx, deliveries: Vec<Delivery>) {
             for (i, report) in idxs.into_iter().zip(reports) {
                 let slot = &mut slots[i];
                 if let Some(event) = slot.item.event() {
-                    ctx.metrics
-                        .events
-                        .with_label_values(&[
-                            ctx.module_label(&event.module),
-                            name,
-                            report.outcome.label(),
-                        ])
-                        .inc();
+                    HandlerRan {
+                        module: ctx.module_label(&event.module),
+                        handler: name,
+                        outcome: report.outcome.label(),
+                    }
+                    .emit(&ctx.metrics);
                     if let Some(row) =
                         attempt_row(ctx, event, slot.attempt, name, &report, started_at)
                     {
@@ -567,14 +559,12 @@ async fn run_subscriptions(
                 continue;
             }
             if done[i].contains(&sub.name) {
-                ctx.metrics
-                    .events
-                    .with_label_values(&[
-                        ctx.module_label(&event.module),
-                        SUBSCRIPTION_LABEL,
-                        "skipped",
-                    ])
-                    .inc();
+                HandlerRan {
+                    module: ctx.module_label(&event.module),
+                    handler: SUBSCRIPTION_LABEL,
+                    outcome: "skipped",
+                }
+                .emit(&ctx.metrics);
                 continue;
             }
             groups
@@ -608,14 +598,12 @@ async fn run_subscriptions(
         for (i, report) in idxs.into_iter().zip(reports) {
             let slot = &mut slots[i];
             if let Some(event) = slot.item.event() {
-                ctx.metrics
-                    .events
-                    .with_label_values(&[
-                        ctx.module_label(&event.module),
-                        SUBSCRIPTION_LABEL,
-                        report.outcome.label(),
-                    ])
-                    .inc();
+                HandlerRan {
+                    module: ctx.module_label(&event.module),
+                    handler: SUBSCRIPTION_LABEL,
+                    outcome: report.outcome.label(),
+                }
+                .emit(&ctx.metrics);
                 if let Some(row) =
                     attempt_row(ctx, event, slot.attempt, &sub.name, &report, started_at)
                 {
@@ -851,10 +839,12 @@ async fn retry(
             props,
         )
         .await?;
-    ctx.metrics
-        .retries
-        .with_label_values(&[&humantime::format_duration(rung).to_string()])
-        .inc();
+    RetryScheduled {
+        event_id: event_id_of(slot),
+        attempt: slot.attempt,
+        rung,
+    }
+    .emit(&ctx.metrics);
     Ok(())
 }
 
@@ -883,15 +873,24 @@ async fn dead_letter(ctx: &Ctx, slot: &Slot, letter: &DeadLetter) -> Result<(), 
             with_headers(&slot.delivery, extra),
         )
         .await?;
-    ctx.metrics.dead_letters.with_label_values(&[reason]).inc();
-    tracing::warn!(
+    DeadLettered {
+        event_id: event_id_of(slot),
         reason,
-        handler = handler.unwrap_or(""),
-        error = letter.note,
-        attempt = slot.attempt,
-        "event dead-lettered"
-    );
+        handler,
+        error: &letter.note,
+        attempt: slot.attempt,
+    }
+    .emit(&ctx.metrics);
     Ok(())
+}
+
+/// The message's id (the event id the ingress gave it), for log lines.
+fn event_id_of(slot: &Slot) -> &str {
+    slot.delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map_or("", |id| id.as_str())
 }
 
 /// Source options, needed only by providers whose parsing is configured (generic-hmac).
