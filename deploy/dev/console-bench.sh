@@ -68,26 +68,32 @@ FROM generate_series(1, $events) g
 JOIN srcs s ON s.n = g % 20
 JOIN kinds k ON k.provider = s.provider AND k.n = (g / 20) % 4;
 
+-- Attempts are written as they happen, so the table is in time order on disk (which its BRIN
+-- index on started_at relies on): one insert, ordered. Every event has its store attempt; one
+-- event in five goes to an http destination; one in a hundred of those is retried once after a
+-- 503, one in a thousand events fails three times and is dead-lettered.
 INSERT INTO attempts (event_id, tenant, source_id, handler, destination, attempt, started_at,
                       duration_ms, outcome, http_status, error_class, error, worker)
-SELECT id, tenant, source_id, 'store', NULL, 1, received_at + interval '10 ms', 2, 'done',
-       NULL, NULL, NULL, 'bench:1'
-FROM events;
--- One event in five goes to an http destination; one in a hundred of those is retried once
--- after a 503, one in a thousand events fails three times and is dead-lettered.
-INSERT INTO attempts (event_id, tenant, source_id, handler, destination, attempt, started_at,
-                      duration_ms, outcome, http_status, error_class, error, worker)
-SELECT md5(g::text)::uuid, s.tenant, s.id, 'crm', 'https://crm.example/hooks', a,
-       now() - g * (interval '7 days' / $events) + a * interval '2 s',
-       40 + (g % 60), CASE WHEN g % 1000 = 0 AND a = 3 THEN 'dead_letter'
-                           WHEN g % 1000 = 0 OR (g % 100 = 0 AND a = 1) THEN 'retry' ELSE 'done' END,
-       CASE WHEN g % 1000 = 0 OR (g % 100 = 0 AND a = 1) THEN 503 ELSE 200 END,
-       CASE WHEN g % 1000 = 0 OR (g % 100 = 0 AND a = 1) THEN 'status' END,
-       CASE WHEN g % 1000 = 0 OR (g % 100 = 0 AND a = 1) THEN 'status: destination answered 503' END,
-       'bench:1'
-FROM generate_series(5, $events, 5) g
-JOIN srcs s ON s.n = g % 20
-CROSS JOIN LATERAL generate_series(1, CASE WHEN g % 1000 = 0 THEN 3 WHEN g % 100 = 0 THEN 2 ELSE 1 END) a;
+SELECT * FROM (
+  SELECT id AS event_id, tenant, source_id, 'store' AS handler, NULL::text AS destination,
+         1 AS attempt, received_at + interval '10 ms' AS started_at, 2 AS duration_ms,
+         'done' AS outcome, NULL::int AS http_status, NULL::text AS error_class,
+         NULL::text AS error, 'bench:1' AS worker
+  FROM events
+  UNION ALL
+  SELECT md5(g::text)::uuid, s.tenant, s.id, 'crm', 'https://crm.example/hooks', a,
+         now() - g * (interval '7 days' / $events) + a * interval '2 s',
+         40 + (g % 60), CASE WHEN g % 1000 = 0 AND a = 3 THEN 'dead_letter'
+                             WHEN g % 1000 = 0 OR (g % 100 = 0 AND a = 1) THEN 'retry' ELSE 'done' END,
+         CASE WHEN g % 1000 = 0 OR (g % 100 = 0 AND a = 1) THEN 503 ELSE 200 END,
+         CASE WHEN g % 1000 = 0 OR (g % 100 = 0 AND a = 1) THEN 'status' END,
+         CASE WHEN g % 1000 = 0 OR (g % 100 = 0 AND a = 1) THEN 'status: destination answered 503' END,
+         'bench:1'
+  FROM generate_series(5, $events, 5) g
+  JOIN srcs s ON s.n = g % 20
+  CROSS JOIN LATERAL generate_series(1, CASE WHEN g % 1000 = 0 THEN 3 WHEN g % 100 = 0 THEN 2 ELSE 1 END) a
+) t
+ORDER BY started_at;
 INSERT INTO dead_letters (event_id, source_id, tenant, provider, module, handler, reason, attempts,
                           last_error, first_failed_at, last_failed_at, body, headers, content_type,
                           received_at)
