@@ -20,7 +20,8 @@
 # and the ingress's peak RSS. A summary of the headline figures closes the run.
 #
 # Durations and sizes: BENCH_RAW (10s), BENCH_FLAT (20s), BENCH_FIXED (20s), BENCH_MIXED (15s),
-# BENCH_RATE (2000), BENCH_EVENTS (50000). BENCH_PHASES=ingress skips the worker phases.
+# BENCH_RATE (2000), BENCH_EVENTS (50000). BENCH_PHASES picks phases: a comma-separated list of
+# `ingress` (1-4), `worker` (5-7) and `api` (8); default all.
 set -euo pipefail
 export HOOKLINE_PROFILE=release
 . "$(dirname "$0")/env.sh"
@@ -32,6 +33,7 @@ rate="${BENCH_RATE:-2000}"
 events="${BENCH_EVENTS:-50000}"
 mixed_for="${BENCH_MIXED:-15s}"
 phases="${BENCH_PHASES:-all}"
+has() { [ "$phases" = all ] || [[ ",$phases," == *",$1,"* ]]; }
 
 db=hookline_bench
 vhost=hookline-bench
@@ -90,6 +92,7 @@ rabbit_pid="$(pgrep -o -x beam.smp || true)"
 watch=(--cpu "ingress=$ingress_pid" --pg-db "$db")
 [ -n "$rabbit_pid" ] && watch+=(--cpu "rabbitmq=$rabbit_pid" --idle-baseline 2s)
 
+if has ingress; then
 say "1 ingress at $rate req/s ($fixed_for)"
 "$lg" ingress --url "$url" --rate "$rate" --duration "$fixed_for" --concurrency 256 --duplicates 0.1 "${watch[@]}" | tee -a "$results"
 purge_work
@@ -105,6 +108,7 @@ say "4 mixed providers flat out ($mixed_for, 20 sources of 11 providers, 64 conn
 "$lg" ingress --mixed "http://$HOOKLINE_INGRESS_ADDR/webhooks" --duration "$mixed_for" --concurrency 64 \
   --duplicates 0.1 "${watch[@]}" | tee -a "$results"
 purge_work
+fi
 
 summary() {
   echo
@@ -116,13 +120,14 @@ summary() {
     | ($p.cpu // {}) as $c
     | "ingress \(if $p.mixed then "mixed, " else "" end)\(if $p.rate then "at \($p.rate)/s" else "flat out" end): \($p.accepted_per_s | round) accepted/s + \($p.duplicates / $p.seconds | round) duplicates/s\(if ($p.rate | not) and $ceiling > 0 then " (\($p.accepted_per_s / $ceiling * 100 | round)% of the ceiling \($ceiling | round)/s)" else "" end), p50 \($p.p50_ms | r) ms, p99 \($p.p99_ms | r) ms, errors \($p.errors_5xx + $p.errors_other + $p.errors_transport)\n    CPU µs per accepted: ingress \($c.ingress.us_per_accepted // 0 | r), rabbitmq \($c.rabbitmq.us_per_accepted // 0 | r), postgres \($c.postgres.us_per_accepted // 0 | r) (load generator \($c.loadgen.us_per_accepted // 0 | r)); ingress peak RSS \($p.rss.ingress.peak_rss_mb_in_run // 0 | r) MB"
   '
+  grep '^{' "$results" | jq -rs '
+    (map(select(.phase == "raw_consume"))[0].per_s // 0) as $ceiling
+    | .[] | select(.phase == "worker")
+    | "worker x\(.replicas): \(.per_s | round) events/s stored, attempts recorded\(if $ceiling > 0 then " (\(.per_s / $ceiling * 100 | round)% of raw consume-and-ack \($ceiling | round)/s)" else "" end)"
+  '
 }
 
-if [ "$phases" = ingress ]; then
-  summary
-  exit 0
-fi
-
+if has worker; then
 say "5 raw consume-and-ack (the worker's ceiling)"
 "$lg" raw-consume --amqp-url "$HOOKLINE_AMQP_URL" --count "$events" | tee -a "$results"
 
@@ -158,7 +163,11 @@ worker_phase 1
 say "7 worker, 2 replicas ($events events)"
 worker_phase 2
 
+fi
+
+if has api; then
 say "8 management API: event search on ${BENCH_API_EVENTS:-1000000} events"
 BENCH_RESULTS="$results" bash "$(dirname "$0")/bench-api.sh"
+fi
 
 summary
