@@ -7,13 +7,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
-use tracing::Instrument;
 use hookline_shared::answers::Answer;
 use hookline_shared::db::claims::DedupKey;
 use hookline_shared::envelope::Envelope;
 use hookline_shared::ids::{EventId, SourceId};
 use hookline_shared::providers::{Disposition, Headers, RawRequest, Verified, body_hash_key};
 use hookline_shared::topology::{INGRESS_EXCHANGE, WORK_ROUTING_KEY};
+use tracing::Instrument;
 
 use crate::dedup::{Decision, DedupError};
 use crate::error::ApiError;
@@ -447,11 +447,17 @@ async fn capture(
 ) -> Result<Accepted, ApiError> {
     match state.sources.capture(&source.id, option, value).await {
         Ok(false) => {
-            tracing::info!(option, "verification request refused: capture not armed or already done");
+            tracing::info!(
+                option,
+                "verification request refused: capture not armed or already done"
+            );
             Err(hookline_shared::providers::VerifyError::CaptureNotArmed.into())
         }
         Ok(true) => {
-            tracing::info!(option, "verification token captured; reveal it with `hookline-worker sources captured`");
+            tracing::info!(
+                option,
+                "verification token captured; reveal it with `hookline-worker sources captured`"
+            );
             Ok(Accepted::Handshake(
                 hookline_shared::providers::HandshakeResponse {
                     content_type: "application/json",

@@ -574,8 +574,9 @@ impl SourceRepo {
         self.show(id).await
     }
 
-    /// Deletes the source, its secrets and its dedup claims (in one transaction), so a source
-    /// added later under the same id does not answer `duplicate` for the old one's events.
+    /// Deletes the source, its secrets, its dedup claims and its request counts (in one
+    /// transaction), so a source added later under the same id neither answers `duplicate` for
+    /// the old one's events nor inherits its health.
     pub async fn remove(&self, id: &SourceId) -> Result<(), SourceError> {
         let mut conn = self.pool.get().await?;
         let sid = id.as_str().to_owned();
@@ -585,6 +586,10 @@ impl SourceRepo {
                     .execute(conn)
                     .await?;
                 diesel::delete(dedup_claims::table.filter(dedup_claims::source_id.eq(&sid)))
+                    .execute(conn)
+                    .await?;
+                diesel::sql_query("DELETE FROM ingress_outcomes WHERE source_id = $1")
+                    .bind::<diesel::sql_types::Text, _>(&sid)
                     .execute(conn)
                     .await?;
                 Ok::<_, diesel::result::Error>(n)

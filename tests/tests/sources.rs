@@ -262,18 +262,26 @@ async fn a_github_request_replayed_with_a_fresh_delivery_id_is_a_duplicate() {
 async fn a_removed_source_takes_its_claims_and_a_reused_id_starts_clean() {
     let env = TestEnv::new().await;
     env.set("HOOKLINE_SOURCE_REFRESH", "200ms");
+    env.set("HOOKLINE_INGRESS_OUTCOME_FLUSH", "200ms");
     add_github(&env, "reused", &[]).await;
     let ingress = env.ingress().await;
     let url = ingress.url("/webhooks/reused");
     let body = issue();
     let headers = sign::github(SECRET, "issues", &uid(), &body);
     assert_eq!(post(&url, &headers, &body).await.status, 202);
-    eventually("the claim is recorded", Duration::from_secs(10), || async {
-        (env.count("select count(*) from dedup_claims where source_id = 'reused'")
-            .await
-            == 1)
-            .then_some(())
-    })
+    eventually(
+        "the claim and the request's count are recorded",
+        Duration::from_secs(10),
+        || async {
+            let claims = env
+                .count("select count(*) from dedup_claims where source_id = 'reused'")
+                .await;
+            let counted = env
+                .count("select count(*) from ingress_outcomes where source_id = 'reused'")
+                .await;
+            (claims == 1 && counted == 1).then_some(())
+        },
+    )
     .await;
 
     env.cli(&["sources", "remove", "reused"]).await.ok();
@@ -281,6 +289,12 @@ async fn a_removed_source_takes_its_claims_and_a_reused_id_starts_clean() {
         env.count("select count(*) from dedup_claims where source_id = 'reused'")
             .await,
         0
+    );
+    assert_eq!(
+        env.count("select count(*) from ingress_outcomes where source_id = 'reused'")
+            .await,
+        0,
+        "the re-added source starts with no health history"
     );
     add_github(&env, "reused", &[]).await;
     let again = eventually(

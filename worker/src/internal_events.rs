@@ -71,10 +71,7 @@ pub struct DeadLettered<'a> {
 
 impl DeadLettered<'_> {
     pub fn emit(self, metrics: &WorkerMetrics) {
-        metrics
-            .dead_letters
-            .with_label_values(&[self.reason])
-            .inc();
+        metrics.dead_letters.with_label_values(&[self.reason]).inc();
         tracing::warn!(
             event_id = self.event_id,
             reason = self.reason,
