@@ -275,6 +275,9 @@ impl ApiServer {
                     })
             })
             .workers(2)
+            // Answers go out as soon as they are written: with Nagle's algorithm a response
+            // written in two segments waits for the browser's delayed ACK (tens of ms a page).
+            .tcp_nodelay(true)
             .listen(listener)?
             .shutdown_timeout(10)
             .run();

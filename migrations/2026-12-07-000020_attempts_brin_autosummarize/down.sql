@@ -1,0 +1,1 @@
+ALTER INDEX attempts_started_brin RESET (autosummarize);
