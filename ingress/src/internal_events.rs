@@ -3,6 +3,8 @@
 //! labels named once, so a log and its counter cannot drift apart. Log lines inside a request
 //! carry the request's span (`webhook`, with `source` and `provider`), so they do not repeat them.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use hookline_shared::answers::Answer;
@@ -96,6 +98,7 @@ impl PublishConfirmed {
 }
 
 /// A publish the broker did not confirm: the claim is released and the provider asked to retry.
+/// Its line is throttled like [`ClaimFailed`]'s.
 pub struct PublishFailed<'a> {
     pub event_id: EventId,
     pub reason: &'static str,
@@ -113,6 +116,78 @@ impl PublishFailed<'_> {
             .publish_failures
             .with_label_values(&[self.reason])
             .inc();
-        tracing::warn!(event_id = %self.event_id, error = %self.error, "publish not confirmed; asking the provider to retry");
+        if let Some(suppressed) = PUBLISH_FAILED.admit() {
+            tracing::warn!(event_id = %self.event_id, error = %self.error, suppressed, "publish not confirmed; asking the provider to retry");
+        }
+    }
+}
+
+/// At most one line per `EVERY` for an event that, during an outage, happens on every request:
+/// the line that is written says how many were left unwritten since the last one. (Every
+/// request is still counted by `hookline_ingress_requests_total{outcome}`.)
+struct Throttle {
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    const fn new() -> Self {
+        Self {
+            last_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(left unwritten since the last line)` when a line is due now.
+    fn admit(&self) -> Option<u64> {
+        let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let last = self.last_ms.load(Relaxed);
+        if now.saturating_sub(last) >= Self::EVERY.as_millis() as u64
+            && self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Relaxed));
+        }
+        self.suppressed.fetch_add(1, Relaxed);
+        None
+    }
+}
+
+static CLAIM_FAILED: Throttle = Throttle::new();
+static PUBLISH_FAILED: Throttle = Throttle::new();
+
+/// A dedup claim that could not be made (the database refused the key or is unreachable, or the
+/// same delivery is still in flight elsewhere); throttled, see [`Throttle`].
+pub struct ClaimFailed<'a> {
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl ClaimFailed<'_> {
+    pub fn emit(self) {
+        if let Some(suppressed) = CLAIM_FAILED.admit() {
+            tracing::warn!(error = %self.error, suppressed, "dedup claim failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_writes_one_line_a_second_with_the_count_it_left_out() {
+        let t = Throttle::new();
+        assert_eq!(t.admit(), Some(0), "the first is written");
+        for _ in 0..49 {
+            assert_eq!(t.admit(), None);
+        }
+        // A second later the next one is written, with the 49 it left out.
+        t.last_ms.fetch_sub(Throttle::EVERY.as_millis() as u64, Relaxed);
+        assert_eq!(t.admit(), Some(49));
+        assert_eq!(t.admit(), None);
     }
 }

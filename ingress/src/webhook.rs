@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::dedup::{Decision, DedupError};
 use crate::error::ApiError;
 use crate::internal_events::{
-    DuplicateAnswered, PublishConfirmed, PublishFailed, RequestAnswered, VerificationFailed,
+    ClaimFailed, DuplicateAnswered, PublishConfirmed, PublishFailed, RequestAnswered, VerificationFailed,
 };
 use crate::sources::{CachedSource, Lookup};
 use crate::state::{AppState, BodyLimits};
@@ -363,7 +363,7 @@ async fn publish(ev: Event<'_>, state: &AppState) -> Result<(EventId, bool), Api
         .acquire(&source.id, key, source.dedup_window)
         .await
         .map_err(|e| {
-            tracing::warn!(error = %e, "dedup claim failed");
+            ClaimFailed { error: &e }.emit();
             match e {
                 DedupError::InvalidKey => ApiError::InvalidDedupKey,
                 DedupError::Store(_) => state.unavailable("database"),
