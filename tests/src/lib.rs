@@ -19,7 +19,6 @@ pub mod env;
 pub mod proc;
 pub mod proxy;
 pub mod sign;
-pub mod sign_more;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

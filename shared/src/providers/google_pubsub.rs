@@ -355,14 +355,18 @@ pub const TEST_JWKS_FILE: &str = concat!(
 /// source's `audience` and `service_account`.
 #[cfg(any(test, feature = "testkit"))]
 pub fn sign(req: &mut Request, key: &Key<'_>) {
-    let token = token(key, &Value::Null);
+    let token = token(key, TEST_KID, &Value::Null);
     req.set("authorization", format!("Bearer {token}"));
 }
 
-/// An RS256 token of the test key (`kid` `test-key-1`): Google's claims for `key`'s options,
-/// issued at `key.now`, with the fields of `overrides` (a JSON object) put over them.
+/// The `kid` of the test key in the test JWKS.
 #[cfg(any(test, feature = "testkit"))]
-pub fn token(key: &Key<'_>, overrides: &Value) -> String {
+pub const TEST_KID: &str = "test-key-1";
+
+/// An RS256 token of the test key, under `kid`: Google's claims for `key`'s options, issued at
+/// `key.now`, with the fields of `overrides` (a JSON object) put over them.
+#[cfg(any(test, feature = "testkit"))]
+pub fn token(key: &Key<'_>, kid: &str, overrides: &Value) -> String {
     use base64::Engine as _;
     let mut claims = serde_json::json!({
         "iss": "https://accounts.google.com",
@@ -386,7 +390,7 @@ pub fn token(key: &Key<'_>, overrides: &Value) -> String {
         jsonwebtoken::EncodingKey::from_rsa_der(&der)
     });
     let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
-    header.kid = Some("test-key-1".into());
+    header.kid = Some(kid.into());
     jsonwebtoken::encode(&header, &claims, encoding).expect("RS256 signing")
 }
 
