@@ -528,3 +528,67 @@ pub fn check_timestamp(
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The provider names in the first cell of each row of the README's table under `header`:
+    /// its comma-separated items, each a name, bare or in backticks, perhaps followed by a
+    /// qualifier (`` `gitlab` (signing token) ``).
+    fn readme_names<'a>(readme: &'a str, header: &str) -> Vec<&'a str> {
+        let mut lines = readme.lines().skip_while(|l| !l.starts_with(header));
+        assert!(lines.next().is_some(), "README has no table `{header}…`");
+        lines
+            .skip(1)
+            .take_while(|l| l.starts_with('|'))
+            .flat_map(|row| row.split('|').nth(1).unwrap_or("").split(','))
+            .map(|item| {
+                let item = item.trim();
+                match item.strip_prefix('`') {
+                    Some(quoted) => quoted.split('`').next().unwrap_or(""),
+                    None => item,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_tables_name_every_provider_and_no_other() {
+        let readme = include_str!("../../../README.md");
+        let tables = [
+            ("| kind | signature |", "Providers"),
+            ("| provider | module | event type | entity id |", "Parsing"),
+            ("| provider | a captured request replayed… |", "replays"),
+        ];
+        for (header, table) in tables {
+            let named = readme_names(readme, header);
+            for name in &named {
+                assert!(
+                    name.parse::<ProviderKind>().is_ok(),
+                    "README's {table} table names `{name}`, which is not a registered provider"
+                );
+            }
+            for kind in ProviderKind::ALL {
+                assert!(
+                    named.iter().any(|n| *n == kind.as_str()),
+                    "README's {table} table has no row for `{kind}`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for kind in ProviderKind::ALL {
+            assert_eq!(kind.as_str().parse::<ProviderKind>().ok(), Some(*kind));
+            let json = serde_json::to_string(kind).expect("a name");
+            assert_eq!(
+                json,
+                format!("\"{kind}\""),
+                "serde uses the registry's name"
+            );
+        }
+        assert!("nope".parse::<ProviderKind>().is_err());
+    }
+}
