@@ -13,15 +13,15 @@
 use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::{Signature, VerifyingKey};
-
-use super::{
-    Disposition, HandshakeResponse, OptionError, Part, ProviderKind, RawRequest, SecretSet,
-    Verified, Verifier, VerifyError, check_timestamp,
-};
 use serde_json::Value;
 
-use super::{Facts, Options, Setup};
 use crate::event::{ParseError, Parsed, Received, joined, scalar_at, str_at};
+
+use super::{
+    Disposition, Facts, HandshakeResponse, OptionError, Options, Part, ProviderKind, RawRequest,
+    SecretSet, Setup, Verified, Verifier, VerifyError, check_timestamp,
+};
+
 #[cfg(any(test, feature = "testkit"))]
 use super::testkit::{Key, Request, seed};
 
@@ -168,7 +168,11 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         _ => return Err(ParseError::MissingField("type")),
     };
     let name = str_at(payload, "/data/name").or_else(|| str_at(payload, "/data/custom_id"));
-    Ok(Parsed::new(module, joined(module, name), scalar_at(payload, "/id")))
+    Ok(Parsed::new(
+        module,
+        joined(module, name),
+        scalar_at(payload, "/id"),
+    ))
 }
 
 /// `X-Signature-Ed25519: <hex Ed25519 signature of timestamp + body>` with
@@ -323,14 +327,30 @@ mod tests {
 
     #[test]
     fn parses_commands_and_components() {
-        let e = crate::event::parse_for_test(ProviderKind::Discord, "application/json", &[], &[], CMD.as_bytes());
-        assert_eq!(e.unwrap(), ("application_command", "application_command.deploy", Some("1234567891")));
+        let e = crate::event::parse_json(ProviderKind::Discord, CMD.as_bytes());
+        assert_eq!(
+            e,
+            "application_command application_command.deploy 1234567891"
+        );
         // A button press (Discord's interactions reference: MESSAGE_COMPONENT, `custom_id`).
         let button = br#"{"application_id":"11","id":"1234567892","token":"tok","type":3,"data":{"component_type":2,"custom_id":"click_one"},"message":{"id":"9"},"version":1}"#;
-        let e = crate::event::parse_for_test(ProviderKind::Discord, "application/json", &[], &[], button);
-        assert_eq!(e.unwrap(), ("message_component", "message_component.click_one", Some("1234567892")));
-        let e = crate::event::parse_for_test(ProviderKind::Discord, "application/json", &[], &[], PING.as_bytes());
-        assert_eq!(e, Err(ParseError::MissingField("type")), "a PING is answered, never parsed");
+        let e = crate::event::parse_json(ProviderKind::Discord, button);
+        assert_eq!(
+            e,
+            "message_component message_component.click_one 1234567892"
+        );
+        let e = crate::event::parse_for_test(
+            ProviderKind::Discord,
+            "application/json",
+            &[],
+            &[],
+            PING.as_bytes(),
+        );
+        assert_eq!(
+            e,
+            Err(ParseError::MissingField("type")),
+            "a PING is answered, never parsed"
+        );
     }
 
     #[test]

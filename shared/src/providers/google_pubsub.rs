@@ -20,14 +20,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-
-use super::{
-    BoxFuture, OptionError, Options, ProviderKind, RawRequest, Verified, Verifier, VerifyError,
-};
 use serde_json::Value;
 
-use super::{Facts, Setup};
 use crate::event::{ParseError, Parsed, Received, str_at};
+
+use super::{
+    BoxFuture, Facts, OptionError, Options, ProviderKind, RawRequest, Setup, Verified, Verifier,
+    VerifyError,
+};
+
 #[cfg(any(test, feature = "testkit"))]
 use super::testkit::{Key, Request};
 
@@ -339,9 +340,15 @@ pub fn parse(_: &Received, payload: &mut Value, options: &Options) -> Result<Par
         .and_then(|a| attribute(a))
         .or(subscription)
         .ok_or(ParseError::MissingField("subscription"))?;
-    let type_attribute = options.get("event_type_attribute").map_or("eventType", String::as_str);
+    let type_attribute = options
+        .get("event_type_attribute")
+        .map_or("eventType", String::as_str);
     let event_type = attribute(type_attribute).unwrap_or(module);
-    Ok(Parsed::new(module, event_type, attribute("objectId").map(str::to_owned)))
+    Ok(Parsed::new(
+        module,
+        event_type,
+        attribute("objectId").map(str::to_owned),
+    ))
 }
 
 /// The test key's JWKS (`testdata/`), for option `jwks_file` of sources [`sign`] posts to.
@@ -511,17 +518,32 @@ pub(crate) mod tests {
     fn parses_a_push_and_decodes_its_data() {
         // Cloud Storage's notification through a push subscription (Pub/Sub push format).
         let body = br#"{"message":{"attributes":{"eventType":"OBJECT_FINALIZE","objectId":"a.txt","bucketId":"uploads"},"data":"eyJuYW1lIjoiYS50eHQifQ==","messageId":"2070443601311540","publishTime":"2021-02-26T19:13:55.749Z"},"subscription":"projects/acme/subscriptions/uploads"}"#;
-        let e = crate::event::parse_for_test(ProviderKind::GooglePubsub, "application/json", &[], &[], body);
-        assert_eq!(e.unwrap(), ("uploads", "OBJECT_FINALIZE", Some("a.txt")));
-        let options = [("module_attribute", "bucketId"), ("event_type_attribute", "none")];
-        let e = crate::event::parse_for_test(ProviderKind::GooglePubsub, "application/json", &[], &options, body);
-        assert_eq!(e.unwrap(), ("uploads", "uploads", Some("a.txt")));
+        let e = crate::event::parse_json(ProviderKind::GooglePubsub, body);
+        assert_eq!(e, "uploads OBJECT_FINALIZE a.txt");
+        let options = [
+            ("module_attribute", "bucketId"),
+            ("event_type_attribute", "none"),
+        ];
+        let e = crate::event::parse_for_test(
+            ProviderKind::GooglePubsub,
+            "application/json",
+            &[],
+            &options,
+            body,
+        );
+        assert_eq!(e.as_deref(), Ok("uploads uploads a.txt"));
     }
 
     #[test]
     fn the_decoded_data_replaces_the_base64() {
         let body = br#"{"message":{"data":"eyJuYW1lIjoiYS50eHQifQ==","messageId":"1"},"subscription":"projects/acme/subscriptions/uploads"}"#;
-        let e = crate::event::normalize_for_test(ProviderKind::GooglePubsub, "application/json", &[], &[], body);
+        let e = crate::event::normalize_for_test(
+            ProviderKind::GooglePubsub,
+            "application/json",
+            &[],
+            &[],
+            body,
+        );
         let e = e.unwrap();
         assert_eq!(e.payload["message"]["data"]["name"], "a.txt");
     }

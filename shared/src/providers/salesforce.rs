@@ -20,12 +20,13 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 use serde_json::{Map, Value};
 
-use super::{
-    Disposition, HandshakeResponse, OptionError, Options, Part, ProviderKind, RawRequest,
-    SecretSet, Verified, Verifier, VerifyError, constant_time_eq,
-};
-use super::{Facts, Setup};
 use crate::event::{ParseError, Parsed, Received, scalar_at, str_at};
+
+use super::{
+    Disposition, Facts, HandshakeResponse, OptionError, Options, Part, ProviderKind, RawRequest,
+    SecretSet, Setup, Verified, Verifier, VerifyError, constant_time_eq,
+};
+
 #[cfg(any(test, feature = "testkit"))]
 use super::testkit::{Key, Request};
 
@@ -284,7 +285,11 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
     let t = str_at(payload, "/sobject_type")
         .filter(|t| !t.is_empty())
         .ok_or(ParseError::MissingField("sobject_type"))?;
-    Ok(Parsed::new(t, format!("{t}.notification"), scalar_at(payload, "/sobject/Id")))
+    Ok(Parsed::new(
+        t,
+        format!("{t}.notification"),
+        scalar_at(payload, "/sobject/Id"),
+    ))
 }
 
 /// `?token=<secret>` in the endpoint URL, percent-encoded as the README says to paste it.
@@ -460,7 +465,7 @@ mod tests {
     fn parses_one_notification() {
         // What the ingress makes of one `Notification` of Salesforce's Outbound Message.
         let body = br#"{"organization_id":"00D000000000062","action_id":"04k000000000001","notification_id":"04l000000000001","sobject_type":"Opportunity","sobject":{"Id":"006D000000Bl6HbIAJ","Name":"Acme - 200 widgets","StageName":"Closed Won"}}"#;
-        let e = crate::event::parse_for_test(ProviderKind::Salesforce, "application/json", &[], &[], body);
-        assert_eq!(e.unwrap(), ("Opportunity", "Opportunity.notification", Some("006D000000Bl6HbIAJ")));
+        let e = crate::event::parse_json(ProviderKind::Salesforce, body);
+        assert_eq!(e, "Opportunity Opportunity.notification 006D000000Bl6HbIAJ");
     }
 }

@@ -8,14 +8,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{
-    Disposition, HandshakeResponse, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    check_timestamp, constant_time_eq, hmac_sha256,
-};
 use serde_json::Value;
 
-use super::{Facts, OptionError, Options, Setup};
 use crate::event::{ParseError, Parsed, Received, joined, scalar_at, str_at};
+
+use super::{
+    Disposition, Facts, HandshakeResponse, OptionError, Options, RawRequest, SecretSet, Setup,
+    Verified, Verifier, VerifyError, check_timestamp, constant_time_eq, hmac_sha256,
+};
+
 #[cfg(any(test, feature = "testkit"))]
 use super::testkit::{Key, Request, hex_hmac};
 
@@ -128,7 +129,11 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
     if let Some(t) = str_at(payload, "/event/type") {
         let entity = scalar_at(payload, "/event/channel")
             .or_else(|| scalar_at(payload, "/event/item/channel"));
-        return Ok(Parsed::new(t, joined(t, str_at(payload, "/event/subtype")), entity));
+        return Ok(Parsed::new(
+            t,
+            joined(t, str_at(payload, "/event/subtype")),
+            entity,
+        ));
     }
     if let Some(command) = str_at(payload, "/command") {
         return Ok(Parsed::new(
@@ -294,11 +299,11 @@ mod tests {
     #[test]
     fn parses_events_and_slash_commands() {
         let event = br#"{"token":"XXYYZZ","team_id":"T123ABC456","type":"event_callback","event_id":"Ev123ABC456","event":{"type":"message","subtype":"channel_join","channel":"C123ABC456","user":"U123ABC456"}}"#;
-        let e = crate::event::parse_for_test(ProviderKind::Slack, "application/json", &[], &[], event);
-        assert_eq!(e.unwrap(), ("message", "message.channel_join", Some("C123ABC456")));
+        let e = crate::event::parse_json(ProviderKind::Slack, event);
+        assert_eq!(e, "message message.channel_join C123ABC456");
         let command = b"token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T0001&channel_id=C2147483705&user_id=U2147483697&command=%2Fweather&text=94070";
         let form = "application/x-www-form-urlencoded";
         let e = crate::event::parse_for_test(ProviderKind::Slack, form, &[], &[], command);
-        assert_eq!(e.unwrap(), ("command", "command.weather", Some("C2147483705")));
+        assert_eq!(e.as_deref(), Ok("command command.weather C2147483705"));
     }
 }

@@ -22,16 +22,16 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::Value;
 use sha2::Digest as _;
 
-use super::{
-    OptionError, Options, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    body_hash_key, constant_time_eq, hmac_sha1,
-};
-use serde_json::Value;
-
-use super::{Facts, Setup};
 use crate::event::{ParseError, Parsed, Received, str_at};
+
+use super::{
+    Facts, OptionError, Options, ProviderKind, RawRequest, SecretSet, Setup, Verified, Verifier,
+    VerifyError, body_hash_key, constant_time_eq, hmac_sha1,
+};
+
 #[cfg(any(test, feature = "testkit"))]
 use super::testkit::{Key, Request};
 
@@ -184,7 +184,10 @@ pub fn sign(req: &mut Request, key: &Key<'_>) {
             out.append_pair(&k, if k == "bodySHA256" { &hash } else { &v });
         }
         let q = out.finish();
-        let base = req.path.split_once('?').map_or(req.path.as_str(), |(b, _)| b);
+        let base = req
+            .path
+            .split_once('?')
+            .map_or(req.path.as_str(), |(b, _)| b);
         req.path = format!("{base}?{q}");
         q
     } else {
@@ -400,12 +403,18 @@ mod tests {
         // A message status callback, as Twilio's messaging docs list its parameters.
         let status = b"AccountSid=AC00000000000000000000000000000001&MessageSid=SM0123456789abcdef0123456789abcdef&MessageStatus=delivered&From=%2B14155550100&To=%2B14155550199&ApiVersion=2010-04-01";
         let e = crate::event::parse_for_test(ProviderKind::Twilio, form, &[], &[], status);
-        assert_eq!(e.unwrap(), ("message", "message.delivered", Some("SM0123456789abcdef0123456789abcdef")));
+        assert_eq!(
+            e.as_deref(),
+            Ok("message message.delivered SM0123456789abcdef0123456789abcdef")
+        );
         // The voice docs' example request (the same as the verifier's vector).
         let e = crate::event::parse_for_test(ProviderKind::Twilio, form, &[], &[], FORM.as_bytes());
-        assert_eq!(e.unwrap(), ("call", "call", Some("CA1234567890ABCDE")));
+        assert_eq!(e.as_deref(), Ok("call call CA1234567890ABCDE"));
         let recording = b"AccountSid=AC1&CallSid=CA1&RecordingSid=RE557ce644e5ab84fa21cc21112e22c485&RecordingStatus=completed&RecordingDuration=6";
         let e = crate::event::parse_for_test(ProviderKind::Twilio, form, &[], &[], recording);
-        assert_eq!(e.unwrap(), ("recording", "recording.completed", Some("RE557ce644e5ab84fa21cc21112e22c485")));
+        assert_eq!(
+            e.as_deref(),
+            Ok("recording recording.completed RE557ce644e5ab84fa21cc21112e22c485")
+        );
     }
 }
