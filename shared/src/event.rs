@@ -220,10 +220,17 @@ pub fn scalar_at(v: &Value, pointer: &str) -> Option<String> {
     }
 }
 
-/// `a.b.c` → module `a` (the first segment), event type the whole, entity at `entity`.
-pub fn dotted(t: &str, payload: &Value, entity: &str) -> Parsed {
+/// The type at `type_pointer` (`a.b.c`): module `a` (its first segment), event type the whole,
+/// entity at `entity_pointer`. Without a type, the error names the field.
+pub fn dotted(
+    payload: &Value,
+    type_pointer: &'static str,
+    entity_pointer: &str,
+) -> Result<Parsed, ParseError> {
+    let field = type_pointer.trim_start_matches('/');
+    let t = required(payload, type_pointer, field)?;
     let module = t.split_once('.').map_or(t, |(m, _)| m);
-    Parsed::new(module, t, scalar_at(payload, entity))
+    Ok(Parsed::new(module, t, scalar_at(payload, entity_pointer)))
 }
 
 /// `{prefix}.{suffix}`, or `prefix` alone without a suffix (`issues.opened`, `push`).
@@ -234,16 +241,14 @@ pub fn joined(prefix: &str, suffix: Option<&str>) -> String {
     }
 }
 
-/// Parses `body` as the worker would a message of `kind` with `content_type` and the
-/// `forwarded` provider headers, from a source with `options`: for the parsers' unit tests.
+/// A message of `kind` as the worker receives it, with `content_type` and the `forwarded`
+/// provider headers: for the parsers' unit tests.
 #[cfg(test)]
-pub(crate) fn normalize_for_test(
+pub(crate) fn received_for_test(
     kind: ProviderKind,
     content_type: &str,
     forwarded: &[(&str, &str)],
-    options: &[(&str, &str)],
-    body: &[u8],
-) -> Result<NormalizedEvent, ParseError> {
+) -> Received {
     let source = crate::ids::SourceId::parse("s1").expect("a valid id");
     let env = crate::envelope::Envelope {
         event_id: EventId::new(),
@@ -256,16 +261,12 @@ pub(crate) fn normalize_for_test(
         content_type: Some(content_type),
         forwarded: forwarded.to_vec(),
     };
-    let r = Received::from_properties(&env.properties()).expect("an envelope the worker reads");
-    let options = options
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    normalize(&r, body, &options)
+    Received::from_properties(&env.properties()).expect("an envelope the worker reads")
 }
 
-/// [`normalize_for_test`]'s `module event_type entity_id` (`-` for no entity), as the parsers'
-/// tests write what they expect.
+/// `module event_type entity_id` (`-` for no entity) of `body` in a message of `kind` (see
+/// [`received_for_test`]) from a source with `options`, as the parsers' tests write what they
+/// expect.
 #[cfg(test)]
 pub(crate) fn parse_for_test(
     kind: ProviderKind,
@@ -274,7 +275,12 @@ pub(crate) fn parse_for_test(
     options: &[(&str, &str)],
     body: &[u8],
 ) -> Result<String, ParseError> {
-    let e = normalize_for_test(kind, content_type, forwarded, options, body)?;
+    let options = options
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let r = received_for_test(kind, content_type, forwarded);
+    let e = normalize(&r, body, &options)?;
     let entity = e.entity_id.as_deref().unwrap_or("-");
     Ok(format!("{} {} {entity}", e.module, e.event_type))
 }

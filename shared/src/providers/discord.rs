@@ -150,12 +150,6 @@ impl Verifier for Discord {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::PLAIN;
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Discord::new(s.secrets, s.tolerance)?))
-}
-
 /// Module: the interaction type (`application_command`, `message_component`,
 /// `application_command_autocomplete`, `modal_submit`); event type: with the command's name or
 /// the component's `custom_id` (`application_command.deploy`); entity: the interaction `id`.
@@ -173,6 +167,12 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         joined(module, name),
         scalar_at(payload, "/id"),
     ))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Discord::new(s.secrets, s.tolerance)?))
 }
 
 /// `X-Signature-Ed25519: <hex Ed25519 signature of timestamp + body>` with

@@ -298,16 +298,6 @@ impl Verifier for GenericHmac {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::options(OPTIONS);
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(GenericHmac::new(
-        s.secrets,
-        s.options,
-        s.tolerance,
-    )?))
-}
-
 /// Options `event_type_pointer`, `module_pointer`, `entity_pointer` (JSON pointers such as
 /// `/type`); without them the event type is the header `event_type_header` names (else `event`)
 /// and the module its first segment.
@@ -323,6 +313,16 @@ pub fn parse(r: &Received, payload: &mut Value, options: &Options) -> Result<Par
         first.to_owned()
     });
     Ok(Parsed::new(&module, event_type, at("entity_pointer")))
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(GenericHmac::new(
+        s.secrets,
+        s.options,
+        s.tolerance,
+    )?))
 }
 
 /// As the source's options say: the template's parts (the timestamp added when missing),

@@ -77,12 +77,6 @@ impl Verifier for Github {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::PLAIN;
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Github::new(s.secrets)))
-}
-
 /// Module: the `X-GitHub-Event` (`issues`); event type: with the payload's `action`
 /// (`issues.opened`); entity: the subject's `id` (`issue` for `issues`, `pull_request`, …),
 /// else the hook's. A form-encoded delivery's `payload` field is the same JSON document.
@@ -106,6 +100,12 @@ pub fn parse(r: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         joined(event, str_at(payload, "/action")),
         entity,
     ))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Github::new(s.secrets)))
 }
 
 /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`.

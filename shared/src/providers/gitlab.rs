@@ -92,12 +92,6 @@ impl Verifier for Gitlab {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::PLAIN;
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Gitlab::new(s.secrets, s.tolerance)?))
-}
-
 /// Module: `object_kind` (`merge_request`, `push`); event type: with
 /// `object_attributes.action` (`merge_request.open`); entity: `object_attributes.id`, else
 /// the pushed `checkout_sha`.
@@ -109,6 +103,12 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
     let entity =
         scalar_at(payload, "/object_attributes/id").or_else(|| scalar_at(payload, "/checkout_sha"));
     Ok(Parsed::new(kind, event_type, entity))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Gitlab::new(s.secrets, s.tolerance)?))
 }
 
 /// With a signing token (`whsec_…`), Standard Webhooks headers whose `webhook-id` is the

@@ -305,17 +305,6 @@ impl Verifier for GooglePubsub {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-/// No secret: tokens are verified with Google's public keys.
-pub const FACTS: Facts = Facts {
-    options: OPTIONS,
-    internal_options: &[],
-    secret_optional: true,
-};
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(GooglePubsub::new(s.options)?))
-}
-
 /// A push: `message.data` (base64) is decoded in place, to JSON when it is JSON, else text.
 /// Module: the attribute named by option `module_attribute`, else the subscription's id; event
 /// type: the attribute named by `event_type_attribute` (default `eventType`), else the module;
@@ -351,12 +340,16 @@ pub fn parse(_: &Received, payload: &mut Value, options: &Options) -> Result<Par
     ))
 }
 
-/// The test key's JWKS (`testdata/`), for option `jwks_file` of sources [`sign`] posts to.
-#[cfg(any(test, feature = "testkit"))]
-pub const TEST_JWKS_FILE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/src/providers/testdata/pubsub_jwks.json"
-);
+/// No secret: tokens are verified with Google's public keys.
+pub const FACTS: Facts = Facts {
+    options: OPTIONS,
+    internal_options: &[],
+    secret_optional: true,
+};
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(GooglePubsub::new(s.options)?))
+}
 
 /// `Authorization: Bearer <OIDC token>` signed with the test key, with Google's claims for the
 /// source's `audience` and `service_account`.
@@ -365,6 +358,13 @@ pub fn sign(req: &mut Request, key: &Key<'_>) {
     let token = token(key, TEST_KID, &Value::Null);
     req.set("authorization", format!("Bearer {token}"));
 }
+
+/// The test key's JWKS (`testdata/`), for option `jwks_file` of sources [`sign`] posts to.
+#[cfg(any(test, feature = "testkit"))]
+pub const TEST_JWKS_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/providers/testdata/pubsub_jwks.json"
+);
 
 /// The `kid` of the test key in the test JWKS.
 #[cfg(any(test, feature = "testkit"))]
@@ -537,14 +537,9 @@ pub(crate) mod tests {
     #[test]
     fn the_decoded_data_replaces_the_base64() {
         let body = br#"{"message":{"data":"eyJuYW1lIjoiYS50eHQifQ==","messageId":"1"},"subscription":"projects/acme/subscriptions/uploads"}"#;
-        let e = crate::event::normalize_for_test(
-            ProviderKind::GooglePubsub,
-            "application/json",
-            &[],
-            &[],
-            body,
-        );
-        let e = e.unwrap();
+        let r =
+            crate::event::received_for_test(ProviderKind::GooglePubsub, "application/json", &[]);
+        let e = crate::event::normalize(&r, body, &Options::new()).unwrap();
         assert_eq!(e.payload["message"]["data"]["name"], "a.txt");
     }
 }

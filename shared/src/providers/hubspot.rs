@@ -174,12 +174,6 @@ impl Verifier for Hubspot {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::options(OPTIONS);
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Hubspot::new(s.secrets, s.options, s.tolerance)?))
-}
-
 /// One event (the ingress split the array): `contact.propertyChange` → module `contact`; the
 /// generic `object.creation` uses its `objectTypeId` (`0-1`) as the module; entity `objectId`.
 pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
@@ -190,6 +184,12 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         _ => first,
     };
     Ok(Parsed::new(module, t, scalar_at(payload, "/objectId")))
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Hubspot::new(s.secrets, s.options, s.tolerance)?))
 }
 
 /// v3: `X-HubSpot-Signature-v3: <base64 HMAC-SHA256(secret, method + public_url + body +

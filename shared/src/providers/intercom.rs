@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::event::{ParseError, Parsed, Received, dotted, required};
+use crate::event::{ParseError, Parsed, Received, dotted};
 
 use super::{
     Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier, VerifyError,
@@ -68,20 +68,16 @@ impl Verifier for Intercom {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
+/// Module: the first segment of `topic` (`conversation` from `conversation.user.created`);
+/// entity: the notification's item (`data.item.id`).
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    dotted(payload, "/topic", "/data/item/id")
+}
+
 pub const FACTS: Facts = Facts::PLAIN;
 
 pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
     Ok(Box::new(Intercom::new(s.secrets)))
-}
-
-/// Module: the first segment of `topic` (`conversation` from `conversation.user.created`);
-/// entity: the notification's item (`data.item.id`).
-pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
-    Ok(dotted(
-        required(payload, "/topic", "topic")?,
-        payload,
-        "/data/item/id",
-    ))
 }
 
 /// `X-Hub-Signature: sha1=<hex HMAC-SHA1(client secret, body)>`.

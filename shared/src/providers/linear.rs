@@ -109,18 +109,18 @@ impl Verifier for Linear {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::PLAIN;
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Linear::new(s.secrets, s.explicit_tolerance)))
-}
-
 /// Module: the model `type` (`Issue`); event type: with the `action` (`Issue.create`);
 /// entity: `data.id`.
 pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
     let t = required(payload, "/type", "type")?;
     let event_type = joined(t, str_at(payload, "/action"));
     Ok(Parsed::new(t, event_type, scalar_at(payload, "/data/id")))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Linear::new(s.secrets, s.explicit_tolerance)))
 }
 
 /// `Linear-Signature: <hex HMAC-SHA256(secret, body)>` (the time is the body's

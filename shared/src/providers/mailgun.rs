@@ -94,12 +94,6 @@ impl Verifier for Mailgun {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::PLAIN;
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Mailgun::new(s.secrets, s.tolerance)))
-}
-
 /// Module: `delivery` (accepted, delivered, failed, rejected) or `engagement` (opened,
 /// clicked, complained, unsubscribed); event type: `event-data.event`; entity: the message's
 /// `Message-Id`.
@@ -112,6 +106,12 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
     };
     let message = scalar_at(payload, "/event-data/message/headers/message-id");
     Ok(Parsed::new(module, event, message))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Mailgun::new(s.secrets, s.tolerance)))
 }
 
 /// The body's `signature` object: `signature` = hex HMAC-SHA256(signing key, timestamp +

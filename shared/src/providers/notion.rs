@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::event::{ParseError, Parsed, Received, dotted, required};
+use crate::event::{ParseError, Parsed, Received, dotted};
 
 use super::{
     Disposition, Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier,
@@ -145,6 +145,12 @@ impl Verifier for Notion {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
+/// Module: the first segment of `type` (`page` from `page.content_updated`); entity: the
+/// page, database or comment (`entity.id`).
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    dotted(payload, "/type", "/entity/id")
+}
+
 /// The source starts without a secret (its token is captured); the options are hookline's.
 pub const FACTS: Facts = Facts {
     options: OPTIONS,
@@ -154,16 +160,6 @@ pub const FACTS: Facts = Facts {
 
 pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
     Ok(Box::new(Notion::new(s.secrets, s.options)?))
-}
-
-/// Module: the first segment of `type` (`page` from `page.content_updated`); entity: the
-/// page, database or comment (`entity.id`).
-pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
-    Ok(dotted(
-        required(payload, "/type", "type")?,
-        payload,
-        "/entity/id",
-    ))
 }
 
 /// `X-Notion-Signature: sha256=<hex HMAC-SHA256(verification token, body)>`.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::event::{ParseError, Parsed, Received, dotted, required};
+use crate::event::{ParseError, Parsed, Received, dotted};
 
 use super::{
     Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier, VerifyError,
@@ -94,20 +94,16 @@ impl Verifier for Paddle {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
+/// Module: the first segment of `event_type` (`transaction` from `transaction.completed`);
+/// entity: `data.id`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    dotted(payload, "/event_type", "/data/id")
+}
+
 pub const FACTS: Facts = Facts::PLAIN;
 
 pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
     Ok(Box::new(Paddle::new(s.secrets, s.explicit_tolerance)))
-}
-
-/// Module: the first segment of `event_type` (`transaction` from `transaction.completed`);
-/// entity: `data.id`.
-pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
-    Ok(dotted(
-        required(payload, "/event_type", "event_type")?,
-        payload,
-        "/data/id",
-    ))
 }
 
 /// `Paddle-Signature: ts=<ts>;h1=<hex HMAC-SHA256(secret, "<ts>:<body>")>`; keeps a `ts=` the

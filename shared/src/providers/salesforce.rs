@@ -273,12 +273,6 @@ impl Verifier for Salesforce {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::options(OPTIONS);
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Salesforce::new(s.secrets, s.options)?))
-}
-
 /// One notification, as the ingress made it: the sObject type is the module
 /// (`Opportunity`, `Opportunity.notification`), its `Id` the entity.
 pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
@@ -290,6 +284,12 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         format!("{t}.notification"),
         scalar_at(payload, "/sobject/Id"),
     ))
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Salesforce::new(s.secrets, s.options)?))
 }
 
 /// `?token=<secret>` in the endpoint URL, percent-encoded as the README says to paste it.

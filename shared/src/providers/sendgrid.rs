@@ -115,12 +115,6 @@ impl Verifier for Sendgrid {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::PLAIN;
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Sendgrid::new(s.secrets, s.tolerance)?))
-}
-
 /// One event (the ingress split the array): module `delivery` (processed, dropped, delivered,
 /// deferred, bounce) or `engagement` (open, click, spamreport, unsubscribes), as SendGrid
 /// groups them; event type: the event name; entity: the message (`sg_message_id`).
@@ -135,6 +129,12 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         event,
         scalar_at(payload, "/sg_message_id"),
     ))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Sendgrid::new(s.secrets, s.tolerance)?))
 }
 
 /// base64 DER ECDSA P-256/SHA-256 over timestamp + body, with the private key [`public_key`]

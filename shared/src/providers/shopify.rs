@@ -73,12 +73,6 @@ impl Verifier for Shopify {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::PLAIN;
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Shopify::new(s.secrets)))
-}
-
 /// Module and event type from `X-Shopify-Topic` (`orders/create` → `orders`, `orders.create`);
 /// entity: the resource's `id`.
 pub fn parse(r: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
@@ -92,6 +86,12 @@ pub fn parse(r: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         action => format!("{module}.{}", action.replace('/', ".")),
     };
     Ok(Parsed::new(module, event_type, scalar_at(payload, "/id")))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Shopify::new(s.secrets)))
 }
 
 /// `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(secret, body)>`.

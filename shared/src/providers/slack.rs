@@ -117,12 +117,6 @@ impl Verifier for Slack {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::PLAIN;
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Slack::new(s.secrets, s.tolerance)))
-}
-
 /// Events API: module `event.type`, event type with its `subtype`, entity the channel; slash
 /// commands: module `command`, `command.<name>`; interactivity: its `type`.
 pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
@@ -146,6 +140,12 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         return Ok(Parsed::new(t, t, None));
     }
     Err(ParseError::MissingField("event.type"))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Slack::new(s.secrets, s.tolerance)))
 }
 
 /// `X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:<ts>:<body>")>` with

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
-use crate::event::{ParseError, Parsed, Received, dotted, required};
+use crate::event::{ParseError, Parsed, Received, dotted};
 
 use super::{
     Facts, OptionError, Options, ProviderKind, RawRequest, SecretSet, Setup, Verified, Verifier,
@@ -75,19 +75,15 @@ impl Verifier for Square {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
+/// Module: the first segment of `type` (`payment` from `payment.updated`); entity: `data.id`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    dotted(payload, "/type", "/data/id")
+}
+
 pub const FACTS: Facts = Facts::options(OPTIONS);
 
 pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
     Ok(Box::new(Square::new(s.secrets, s.options)?))
-}
-
-/// Module: the first segment of `type` (`payment` from `payment.updated`); entity: `data.id`.
-pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
-    Ok(dotted(
-        required(payload, "/type", "type")?,
-        payload,
-        "/data/id",
-    ))
 }
 
 /// `x-square-hmacsha256-signature: <base64 HMAC-SHA256(signature key, public_url + body)>`.

@@ -91,12 +91,6 @@ impl Verifier for Stripe {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::PLAIN;
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Stripe::new(s.secrets, s.tolerance)))
-}
-
 /// Module: the object family, all of `type` but its last segment (`customer.subscription` from
 /// `customer.subscription.created`); event type: `type`; entity: `data.object.id`.
 pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
@@ -107,6 +101,12 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         t,
         scalar_at(payload, "/data/object/id"),
     ))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Stripe::new(s.secrets, s.tolerance)))
 }
 
 /// `Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret as-is, "<ts>.<body>")>`; keeps a `t=`

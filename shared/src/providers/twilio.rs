@@ -142,12 +142,6 @@ impl Verifier for Twilio {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::options(OPTIONS);
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Twilio::new(s.secrets, s.options)?))
-}
-
 /// The form fields of a status callback or an incoming message: `message.delivered`
 /// (`MessageStatus`), `message.received` (an inbound SMS), `call.completed` (`CallStatus`),
 /// `recording.completed`; the entity is the resource's SID.
@@ -168,6 +162,12 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         None => module.to_owned(),
     };
     Ok(Parsed::new(module, event_type, sid.map(str::to_owned)))
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Twilio::new(s.secrets, s.options)?))
 }
 
 /// `X-Twilio-Signature: <base64 HMAC-SHA1(auth token, URL + sorted form parameters)>`, the URL

@@ -104,12 +104,6 @@ impl Verifier for Zoho {
 
 // The registry's items (see `providers!` in `mod.rs`).
 
-pub const FACTS: Facts = Facts::options(OPTIONS);
-
-pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
-    Ok(Box::new(Zoho::new(s.secrets, s.options)?))
-}
-
 /// Module: the CRM module (`Leads`); event type: with the `operation` (`Leads.insert`);
 /// entity: the first of the `ids`.
 pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
@@ -121,6 +115,12 @@ pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, P
         event_type,
         scalar_at(payload, "/ids/0"),
     ))
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Zoho::new(s.secrets, s.options)?))
 }
 
 /// The `token` (the secret) in the body, with the source's `channel_id` unless the body names
