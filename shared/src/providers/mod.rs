@@ -15,7 +15,6 @@ use crate::secret::Secret;
 
 // One file per provider, registered in `providers!` below. Declared here rather than by the
 // macro so that rustfmt, which does not expand macros, still finds the files.
-pub mod acme;
 pub mod discord;
 pub mod generic_hmac;
 pub mod github;
@@ -127,7 +126,6 @@ providers! {
     Gitlab => gitlab, "gitlab";
     Zoho => zoho, "zoho";
     Discord => discord, "discord";
-    Acme => acme, "acme";
 }
 
 /// What the registry needs to know of a provider besides its code.
