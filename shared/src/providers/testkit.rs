@@ -12,7 +12,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::{Options, hmac_sha256};
+use super::{Headers, Options, RawRequest, hmac_sha256};
 
 /// A request as a provider would send it; a signer adds what makes it genuine (signature
 /// headers, a timestamp when none is given, the token in the query or the body).
@@ -63,6 +63,24 @@ impl Request {
                 self.set(name, now.clone());
                 now
             }
+        }
+    }
+
+    /// The headers as a verifier reads them.
+    pub fn verifier_headers(&self) -> Headers {
+        self.headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// The request as a verifier sees it, with `headers` from [`Request::verifier_headers`].
+    pub fn raw<'a>(&'a self, headers: &'a Headers) -> RawRequest<'a> {
+        RawRequest {
+            method: &self.method,
+            path_and_query: &self.path,
+            headers,
+            body: &self.body,
         }
     }
 
