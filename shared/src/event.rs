@@ -1,6 +1,8 @@
 //! The normalized event the worker routes: what a provider's payload means (module, event type,
-//! entity), parsed from the message the ingress queued. One parser per provider; a payload that
-//! cannot be parsed is a permanent failure (dead-lettered with the reason), never a crash.
+//! entity), parsed from the message the ingress queued. Each provider's parser is in its own file
+//! (`parse` in `providers/<name>.rs`); here is what they share: reading the message back, decoding
+//! the payload, and small helpers (`required`, `str_at`, `scalar_at`, `dotted`, `joined`). A payload
+//! that cannot be parsed is a permanent failure (dead-lettered with the reason), never a crash.
 
 use chrono::{DateTime, Utc};
 use lapin::BasicProperties;
