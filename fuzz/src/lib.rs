@@ -27,19 +27,17 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use hookline_shared::db::claims::DedupKey;
 use hookline_shared::envelope::Envelope;
 use hookline_shared::event::{Received, normalize as parse_event};
 use hookline_shared::ids::SourceId;
+use hookline_shared::providers::testkit::{Key, Request};
 use hookline_shared::providers::{
     Disposition, Headers, Options, ProviderKind, RawRequest, SecretEntry, SecretSet, Verified,
-    Verifier, body_hash_key, build_verifier, hmac_sha1, hmac_sha256, hmac_sha512,
+    Verifier, body_hash_key, build_verifier, discord, google_pubsub, sendgrid,
 };
 use hookline_shared::secret::Secret;
-use sha2::Digest as _;
 
 /// The injected clock: every verification happens at this instant (2023-11-14T22:13:20Z), so an
 /// artefact replays the same way on any day.
@@ -56,38 +54,25 @@ pub struct Case {
     pub kind: ProviderKind,
 }
 
-/// Every provider, plus the modes that change a verifier's path: GitLab with a signing token
-/// (Standard Webhooks headers), Notion before its verification token is known (capture, armed
-/// by default; an input may disarm it) and Salesforce with a token from before tokens were
-/// URL-safe (standard base64, sent percent-encoded or raw, its `+` then read as a space).
-pub const CASES: &[Case] = &[
-    case("github", ProviderKind::Github),
-    case("stripe", ProviderKind::Stripe),
-    case("slack", ProviderKind::Slack),
-    case("shopify", ProviderKind::Shopify),
-    case("standard-webhooks", ProviderKind::StandardWebhooks),
-    case("generic-hmac", ProviderKind::GenericHmac),
-    case("hubspot", ProviderKind::Hubspot),
-    case("sendgrid", ProviderKind::Sendgrid),
-    case("salesforce", ProviderKind::Salesforce),
-    case("salesforce-legacy", ProviderKind::Salesforce),
-    case("notion", ProviderKind::Notion),
-    case("notion-capture", ProviderKind::Notion),
-    case("google-pubsub", ProviderKind::GooglePubsub),
-    case("paddle", ProviderKind::Paddle),
-    case("linear", ProviderKind::Linear),
-    case("square", ProviderKind::Square),
-    case("intercom", ProviderKind::Intercom),
-    case("mailgun", ProviderKind::Mailgun),
-    case("twilio", ProviderKind::Twilio),
-    case("gitlab", ProviderKind::Gitlab),
-    case("gitlab-signing", ProviderKind::Gitlab),
-    case("zoho", ProviderKind::Zoho),
-    case("discord", ProviderKind::Discord),
-];
-
-const fn case(name: &'static str, kind: ProviderKind) -> Case {
-    Case { name, kind }
+/// Every registered provider (named as registered: a new one is fuzzed without a change here),
+/// plus the modes that change a verifier's path: GitLab with a signing token (Standard Webhooks
+/// headers), Notion before its verification token is known (capture, armed by default; an input
+/// may disarm it) and Salesforce with a token from before tokens were URL-safe (standard base64,
+/// sent percent-encoded or raw, its `+` then read as a space).
+pub fn cases() -> &'static [Case] {
+    static CASES: OnceLock<Vec<Case>> = OnceLock::new();
+    CASES.get_or_init(|| {
+        let modes = [
+            ("salesforce-legacy", ProviderKind::Salesforce),
+            ("notion-capture", ProviderKind::Notion),
+            ("gitlab-signing", ProviderKind::Gitlab),
+        ];
+        let providers = ProviderKind::ALL.iter().map(|k| (k.as_str(), *k));
+        providers
+            .chain(modes)
+            .map(|(name, kind)| Case { name, kind })
+            .collect()
+    })
 }
 
 /// HMAC secrets and tokens of the fuzzed sources.
@@ -108,29 +93,11 @@ pub const SQUARE_URL: &str = "https://example.com/webhook";
 pub const HUBSPOT_URL: &str = "https://hooks.example.com/webhooks/hs-1";
 pub const PUBSUB_AUDIENCE: &str = "https://hooks.example.com/webhooks/ps";
 pub const PUBSUB_ACCOUNT: &str = "push@fuzz.iam.gserviceaccount.com";
-/// RFC 8032 §7.1 test 1: Discord's key pair.
+/// RFC 8032 §7.1 test 1: Discord's key pair (its private half).
 const DISCORD_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
-/// Any scalar below the P-256 order: SendGrid's key pair, made here.
-const SENDGRID_SCALAR: [u8; 32] = [7; 32];
-const PUBSUB_KEY_DER_B64: &str =
-    include_str!("../../shared/src/providers/testdata/pubsub_rsa_test_key.der.b64");
-const PUBSUB_JWKS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/src/providers/testdata/pubsub_jwks.json"
-);
-const PUBSUB_KID: &str = "test-key-1";
-
-fn discord_key() -> ed25519_dalek::SigningKey {
-    let seed: [u8; 32] = hex::decode(DISCORD_SEED)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .expect("RFC 8032 seed");
-    ed25519_dalek::SigningKey::from_bytes(&seed)
-}
-
-fn sendgrid_key() -> p256::ecdsa::SigningKey {
-    p256::ecdsa::SigningKey::from_slice(&SENDGRID_SCALAR).expect("a valid P-256 scalar")
-}
+/// Any scalar below the P-256 order: SendGrid's key pair (its private half), made here.
+const SENDGRID_SCALAR: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+const PUBSUB_JWKS: &str = google_pubsub::TEST_JWKS_FILE;
 
 /// The secrets a case's source holds.
 fn secrets(case: &Case) -> SecretSet {
@@ -151,15 +118,8 @@ fn secrets(case: &Case) -> SecretSet {
                 expires_at: None,
             },
         ]),
-        "discord" => one(hex::encode(discord_key().verifying_key().as_bytes())),
-        "sendgrid" => {
-            use p256::pkcs8::EncodePublicKey as _;
-            let der = sendgrid_key()
-                .verifying_key()
-                .to_public_key_der()
-                .expect("P-256 public key DER");
-            one(B64.encode(der.as_bytes()))
-        }
+        "discord" => one(discord::public_key(DISCORD_SEED)),
+        "sendgrid" => one(sendgrid::public_key(SENDGRID_SCALAR)),
         _ => one(SECRET.into()),
     }
 }
@@ -202,7 +162,7 @@ fn default_options(case: &Case) -> Options {
 fn default_verifiers() -> &'static [Box<dyn Verifier>] {
     static VERIFIERS: OnceLock<Vec<Box<dyn Verifier>>> = OnceLock::new();
     VERIFIERS.get_or_init(|| {
-        CASES
+        cases()
             .iter()
             .map(|c| {
                 let v = build_verifier(c.kind, secrets(c), &default_options(c))
@@ -249,8 +209,9 @@ impl Input {
         let first = lines.next().unwrap_or("");
         let mut words = first.split(' ').filter(|w| !w.is_empty());
         let name = words.next().unwrap_or("");
-        let case = CASES.iter().find(|c| c.name == name).unwrap_or_else(|| {
-            &CASES[usize::from(data.first().copied().unwrap_or(0)) % CASES.len()]
+        let cases = cases();
+        let case = cases.iter().find(|c| c.name == name).unwrap_or_else(|| {
+            &cases[usize::from(data.first().copied().unwrap_or(0)) % cases.len()]
         });
         let mut sign = false;
         let mut overrides = Vec::new();
@@ -310,21 +271,6 @@ impl Input {
         self.headers.retain(|(n, _)| n != name);
         self.headers.push((name.to_owned(), value));
     }
-
-    /// The header's value, or now (in seconds) set as it.
-    fn timestamp(&mut self, name: &str) -> String {
-        match self.header(name) {
-            Some(ts) => ts.to_owned(),
-            None => {
-                self.set(name, NOW_SECS.to_string());
-                NOW_SECS.to_string()
-            }
-        }
-    }
-
-    fn query(&self) -> &str {
-        self.path.split_once('?').map_or("", |(_, q)| q)
-    }
 }
 
 /// The head (text) and the body (bytes) of an input: split at the first empty line.
@@ -359,7 +305,7 @@ fn seeds_must_verify() -> bool {
 pub fn verify(data: &[u8]) {
     let mut input = Input::parse(data, true);
     let options = input.options();
-    let index = CASES
+    let index = cases()
         .iter()
         .position(|c| std::ptr::eq(c, input.case))
         .unwrap_or(0);
@@ -527,7 +473,7 @@ fn replay_with_fresh_delivery_ids(verifier: &dyn Verifier, input: &Input, verifi
 /// are forwarded; others are dropped, as the ingress drops them.
 pub fn normalize(data: &[u8]) {
     let input = Input::parse(data, false);
-    let index = CASES
+    let index = cases()
         .iter()
         .position(|c| std::ptr::eq(c, input.case))
         .unwrap_or(0);
@@ -617,118 +563,45 @@ pub fn publish_and_parse(
 /// An RS256 token from the Pub/Sub test key: Google's claims for the fuzzed source, with the
 /// fields of `overrides` (a JSON object) put over them.
 pub fn pubsub_token(overrides: &serde_json::Value) -> String {
-    let mut claims = serde_json::json!({
-        "iss": "https://accounts.google.com",
-        "aud": PUBSUB_AUDIENCE,
-        "email": PUBSUB_ACCOUNT,
-        "email_verified": true,
-        "iat": NOW_SECS,
-        "exp": NOW_SECS + 3600,
-        "sub": "1",
-    });
-    if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
-        for (k, v) in o {
-            c.insert(k.clone(), v.clone());
-        }
+    let case = cases()
+        .iter()
+        .find(|c| c.kind == ProviderKind::GooglePubsub)
+        .expect("a Pub/Sub case");
+    let options = default_options(case);
+    let key = Key {
+        secret: "",
+        options: &options,
+        now: NOW_SECS as i64,
+    };
+    google_pubsub::token(&key, google_pubsub::TEST_KID, overrides)
+}
+
+/// The secret a case signs with: what its source holds, or the private half of the public key
+/// it holds (Discord, SendGrid).
+fn signing_secret(case: &Case) -> &'static str {
+    match case.name {
+        "standard-webhooks" | "gitlab-signing" => WHSEC,
+        "salesforce" => SALESFORCE_TOKEN,
+        "salesforce-legacy" => SALESFORCE_LEGACY_TOKEN,
+        "discord" => DISCORD_SEED,
+        "sendgrid" => SENDGRID_SCALAR,
+        _ => SECRET,
     }
-    static KEY: OnceLock<jsonwebtoken::EncodingKey> = OnceLock::new();
-    let key = KEY.get_or_init(|| {
-        let der = B64
-            .decode(PUBSUB_KEY_DER_B64.trim())
-            .expect("test key base64");
-        jsonwebtoken::EncodingKey::from_rsa_der(&der)
-    });
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some(PUBSUB_KID.into());
-    jsonwebtoken::encode(&header, &claims, key).expect("RS256 signing")
 }
 
-fn hex_hmac(key: &[u8], parts: &[&[u8]]) -> String {
-    hex::encode(hmac_sha256(key, parts))
-}
-
-fn b64_hmac(key: &[u8], parts: &[&[u8]]) -> String {
-    B64.encode(hmac_sha256(key, parts))
-}
-
-/// Makes `input` genuine for its case, the way the provider would sign it: over the fuzzed
-/// method, path, headers and body, with timestamps the input gives (or now).
+/// Makes `input` genuine for its case with the provider's own signer (the `sign` beside its
+/// verifier), over the fuzzed method, path, headers and body, with the timestamps the input
+/// gives (or now).
 fn sign(input: &mut Input, options: &Options) {
-    let key = SECRET.as_bytes();
+    let key = Key {
+        secret: signing_secret(input.case),
+        options,
+        now: NOW_SECS as i64,
+    };
     match input.case.name {
-        "github" => {
-            let sig = hex_hmac(key, &[&input.body]);
-            input.set("x-hub-signature-256", format!("sha256={sig}"));
-        }
-        "stripe" => {
-            let ts = item(input.header("stripe-signature"), ',', "t");
-            let sig = hex_hmac(key, &[ts.as_bytes(), b".", &input.body]);
-            input.set("stripe-signature", format!("t={ts},v1={sig}"));
-        }
-        "paddle" => {
-            let ts = item(input.header("paddle-signature"), ';', "ts");
-            let sig = hex_hmac(key, &[ts.as_bytes(), b":", &input.body]);
-            input.set("paddle-signature", format!("ts={ts};h1={sig}"));
-        }
-        "slack" => {
-            let ts = input.timestamp("x-slack-request-timestamp");
-            let sig = hex_hmac(key, &[b"v0:", ts.as_bytes(), b":", &input.body]);
-            input.set("x-slack-signature", format!("v0={sig}"));
-        }
-        "shopify" => {
-            let sig = b64_hmac(key, &[&input.body]);
-            input.set("x-shopify-hmac-sha256", sig);
-        }
-        "standard-webhooks" | "gitlab-signing" => sign_standard(input),
-        "generic-hmac" => sign_generic(input, options),
-        "hubspot" => {
-            let ts = match input.header("x-hubspot-request-timestamp") {
-                Some(ts) => ts.to_owned(),
-                None => (NOW_SECS * 1000).to_string(),
-            };
-            input.set("x-hubspot-request-timestamp", ts.clone());
-            let url = options.get("public_url").map_or("", String::as_str);
-            let sig = b64_hmac(
-                key,
-                &[
-                    input.method.as_bytes(),
-                    url.as_bytes(),
-                    &input.body,
-                    ts.as_bytes(),
-                ],
-            );
-            input.set("x-hubspot-signature-v3", sig);
-        }
-        "sendgrid" => {
-            use p256::ecdsa::signature::Signer as _;
-            let ts = input.timestamp("x-twilio-email-event-webhook-timestamp");
-            let signed = [ts.as_bytes(), &input.body].concat();
-            let sig: p256::ecdsa::DerSignature = sendgrid_key().sign(&signed);
-            input.set(
-                "x-twilio-email-event-webhook-signature",
-                B64.encode(sig.as_bytes()),
-            );
-        }
-        "salesforce" | "salesforce-legacy" => {
-            let token = if input.case.name == "salesforce" {
-                SALESFORCE_TOKEN
-            } else {
-                SALESFORCE_LEGACY_TOKEN
-            };
-            // Percent-encoded, as the README says to paste it; `x-fuzz-token: raw` pastes it
-            // as it is, as operators did with the older tokens (`+` then reads as a space).
-            let token = if input.header("x-fuzz-token") == Some("raw") {
-                token.to_owned()
-            } else {
-                form_urlencoded::byte_serialize(token.as_bytes()).collect()
-            };
-            let (base, query) = input.path.split_once('?').unwrap_or((&input.path, ""));
-            input.path = format!("{base}?token={token}&{query}");
-        }
-        "notion" => {
-            let sig = hex_hmac(key, &[&input.body]);
-            input.set("x-notion-signature", format!("sha256={sig}"));
-        }
+        // Notion's verification request is unsigned (a seed flagged `sign` must still be
+        // captured, so the armed path stays covered).
+        "notion-capture" => return,
         "google-pubsub" => {
             // RS256 signing costs a millisecond, a hundred verifications; most mutations leave
             // the claims alone, so the last token is reused for the same claims.
@@ -740,208 +613,32 @@ fn sign(input: &mut Input, options: &Options) {
                 _ => {
                     let overrides =
                         serde_json::from_str(&claims).unwrap_or(serde_json::Value::Null);
-                    let t = pubsub_token(&overrides);
+                    let t = google_pubsub::token(&key, google_pubsub::TEST_KID, &overrides);
                     *last = Some((claims, t.clone()));
                     t
                 }
             };
             input.set("authorization", format!("Bearer {token}"));
+            return;
         }
-        "linear" => {
-            let sig = hex_hmac(key, &[&input.body]);
-            input.set("linear-signature", sig);
+        // `x-fuzz-token: raw` pastes the token as it is, as operators did with the older
+        // tokens (`+` then reads as a space); the signer percent-encodes it, as the README says.
+        "salesforce" | "salesforce-legacy" if input.header("x-fuzz-token") == Some("raw") => {
+            let (base, query) = input.path.split_once('?').unwrap_or((&input.path, ""));
+            input.path = format!("{base}?token={}&{query}", key.secret);
+            return;
         }
-        "square" => {
-            let url = options.get("public_url").map_or("", String::as_str);
-            let sig = b64_hmac(key, &[url.as_bytes(), &input.body]);
-            input.set("x-square-hmacsha256-signature", sig);
-        }
-        "intercom" => {
-            let sig = hex::encode(hmac_sha1(key, &[&input.body]));
-            input.set("x-hub-signature", format!("sha1={sig}"));
-        }
-        "mailgun" => sign_mailgun(input),
-        "twilio" => sign_twilio(input, options),
-        "gitlab" => input.set("x-gitlab-token", SECRET.into()),
-        "zoho" => {
-            if let Ok(serde_json::Value::Object(mut body)) =
-                serde_json::from_slice::<serde_json::Value>(&input.body)
-            {
-                body.insert("token".into(), SECRET.into());
-                body.entry("channel_id")
-                    .or_insert_with(|| ZOHO_CHANNEL.into());
-                input.body = serde_json::Value::Object(body).to_string().into_bytes();
-            }
-        }
-        "discord" => {
-            use ed25519_dalek::Signer as _;
-            let ts = input.timestamp("x-signature-timestamp");
-            let signed = [ts.as_bytes(), &input.body].concat();
-            let sig = discord_key().sign(&signed);
-            input.set("x-signature-ed25519", hex::encode(sig.to_bytes()));
-        }
-        // Nothing to sign: Notion's verification request is unsigned (a seed flagged `sign`
-        // must still be captured, so the armed path stays covered).
         _ => {}
     }
-}
-
-/// The value of `name=` among `sep`-separated items of a signature header, else now.
-fn item(header: Option<&str>, sep: char, name: &str) -> String {
-    header
-        .and_then(|h| {
-            h.split(sep)
-                .filter_map(|i| i.trim().split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_owned())
-        })
-        .unwrap_or_else(|| NOW_SECS.to_string())
-}
-
-/// Standard Webhooks (and GitLab's signing token), under the header names the input uses.
-fn sign_standard(input: &mut Input) {
-    let svix = input.header("svix-id").is_some() && input.header("webhook-id").is_none();
-    let (id_name, ts_name, sig_name) = if svix {
-        ("svix-id", "svix-timestamp", "svix-signature")
-    } else {
-        ("webhook-id", "webhook-timestamp", "webhook-signature")
+    let mut req = Request {
+        method: std::mem::take(&mut input.method),
+        path: std::mem::take(&mut input.path),
+        headers: std::mem::take(&mut input.headers),
+        body: std::mem::take(&mut input.body),
     };
-    let id = match input.header(id_name) {
-        Some(id) => id.to_owned(),
-        None => {
-            input.set(id_name, "msg_fuzz".into());
-            "msg_fuzz".into()
-        }
-    };
-    let ts = input.timestamp(ts_name);
-    let key = hookline_shared::providers::standard_webhooks::decode_secret(WHSEC.as_bytes())
-        .expect("the spec's example secret");
-    let sig = b64_hmac(
-        &key,
-        &[id.as_bytes(), b".", ts.as_bytes(), b".", &input.body],
-    );
-    input.set(sig_name, format!("v1,{sig}"));
-}
-
-/// generic-hmac as configured by the (possibly overridden) options.
-fn sign_generic(input: &mut Input, options: &Options) {
-    let Some(header) = options.get("header").map(|h| h.to_ascii_lowercase()) else {
-        return;
-    };
-    let ts_header = options
-        .get("timestamp_header")
-        .map(|h| h.to_ascii_lowercase());
-    let ts = ts_header.as_deref().map(|h| input.timestamp(h));
-    let template = match (options.get("template"), &ts) {
-        (Some(t), _) => t.clone(),
-        (None, Some(_)) => "{timestamp}.{body}".into(),
-        (None, None) => "{body}".into(),
-    };
-    // The signed string, placeholders replaced in one pass as the verifier reads them.
-    let mut signed = Vec::new();
-    let mut rest = template.as_str();
-    while let Some(open) = rest.find('{') {
-        signed.extend_from_slice(rest[..open].as_bytes());
-        let Some(close) = rest[open..].find('}').map(|c| c + open) else {
-            return;
-        };
-        match &rest[open + 1..close] {
-            "body" => signed.extend_from_slice(&input.body),
-            "timestamp" => signed.extend_from_slice(ts.as_deref().unwrap_or("").as_bytes()),
-            "method" => signed.extend_from_slice(input.method.as_bytes()),
-            "path" => signed.extend_from_slice(input.path.as_bytes()),
-            other => match other.strip_prefix("header:") {
-                // Absent headers sign as empty, as the verifier reads them.
-                Some(name) => signed.extend_from_slice(
-                    input
-                        .header(&name.to_ascii_lowercase())
-                        .unwrap_or("")
-                        .as_bytes(),
-                ),
-                None => return,
-            },
-        }
-        rest = &rest[close + 1..];
-    }
-    signed.extend_from_slice(rest.as_bytes());
-    let key = SECRET.as_bytes();
-    let raw: Vec<u8> = match options.get("algorithm").map(String::as_str) {
-        Some("sha1") => hmac_sha1(key, &[&signed]).to_vec(),
-        Some("sha512") => hmac_sha512(key, &[&signed]).to_vec(),
-        _ => hmac_sha256(key, &[&signed]).to_vec(),
-    };
-    let digest = match options.get("encoding").map(String::as_str) {
-        Some("base64") => B64.encode(raw),
-        _ => hex::encode(raw),
-    };
-    let prefix = options.get("prefix").map_or("", String::as_str);
-    input.set(&header, format!("{prefix}{digest}"));
-}
-
-/// Mailgun signs `timestamp + token` inside the body's `signature` object.
-fn sign_mailgun(input: &mut Input) {
-    let Ok(serde_json::Value::Object(mut body)) =
-        serde_json::from_slice::<serde_json::Value>(&input.body)
-    else {
-        return;
-    };
-    let Some(serde_json::Value::Object(sig)) = body.get_mut("signature") else {
-        return;
-    };
-    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
-    let (Some(ts), Some(token)) = (text(sig.get("timestamp")), text(sig.get("token"))) else {
-        return;
-    };
-    sig.insert(
-        "signature".into(),
-        hex_hmac(SECRET.as_bytes(), &[ts.as_bytes(), token.as_bytes()]).into(),
-    );
-    input.body = serde_json::Value::Object(body).to_string().into_bytes();
-}
-
-/// Twilio: the URL (with `bodySHA256` made right for JSON bodies) and sorted form parameters.
-fn sign_twilio(input: &mut Input, options: &Options) {
-    let url = options.get("public_url").map_or("", String::as_str);
-    let query = input.query().to_owned();
-    let has_hash = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "bodySHA256");
-    let query = if has_hash {
-        let hash = hex::encode(sha2::Sha256::digest(&input.body));
-        let mut out = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            out.append_pair(&k, if k == "bodySHA256" { &hash } else { &v });
-        }
-        let q = out.finish();
-        let base = input
-            .path
-            .split_once('?')
-            .map_or(input.path.as_str(), |(b, _)| b);
-        input.path = format!("{base}?{q}");
-        q
-    } else {
-        query
-    };
-    let full = if query.is_empty() {
-        url.to_owned()
-    } else {
-        format!("{url}?{query}")
-    };
-    let mut tail = String::new();
-    let form = input
-        .header("content-type")
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    if !has_hash && form {
-        let mut params: Vec<(String, String)> =
-            form_urlencoded::parse(&input.body).into_owned().collect();
-        params.sort();
-        params.dedup();
-        for (k, v) in params {
-            tail.push_str(&k);
-            tail.push_str(&v);
-        }
-    }
-    let sig = B64.encode(hmac_sha1(
-        SECRET.as_bytes(),
-        &[full.as_bytes(), tail.as_bytes()],
-    ));
-    input.set("x-twilio-signature", sig);
+    input.case.kind.sign(&mut req, &key);
+    input.method = req.method;
+    input.path = req.path;
+    input.headers = req.headers;
+    input.body = req.body;
 }

@@ -3,7 +3,9 @@
 //! - [`answers`]: every answer the ingress gives, with its code, HTTP status and kind.
 //! - [`config`]: settings from `HOOKLINE_*` variables and an optional TOML file.
 //! - [`secret`]: secrets with redacted `Debug`, and the master key that seals them at rest.
-//! - [`providers`]: one verifier per provider scheme (pure, `now` injected).
+//! - [`providers`]: one file per provider (its pure verifier, its parser, its options and, with
+//!   the `testkit` feature, its request signer), registered in one place.
+//! - [`event`]: the normalized event the worker routes, and what every parser shares.
 //! - [`source`]: what a provider posts to, and its repository in PostgreSQL.
 //! - [`db`]: the pool, embedded migrations, schema, and the dedup claim store.
 //! - [`envelope`]: the message hookline puts on the broker (headers, ids).

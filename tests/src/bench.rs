@@ -1,13 +1,12 @@
 //! What `make bench` and `make soak` need besides sending requests: the mixed-provider sources
 //! (twenty sources of eleven providers, each request signed as its provider does, with
-//! [`crate::sign`] and [`crate::sign_more`]), and CPU and memory read from `/proc`, so the
+//! [`crate::sign`] and [`crate::sign`]), and CPU and memory read from `/proc`, so the
 //! figures that carry to bigger machines (CPU µs per accepted request of each process) come out
 //! of the same run as the throughput.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::sign::{self, Headers};
-use crate::sign_more;
 
 /// A provider the mixed phase signs for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +165,7 @@ impl BenchSource {
                     ),
                     size,
                 );
-                (sign_more::paddle(s, now, &body), body)
+                (sign::paddle(s, now, &body), body)
             }
             Kind::Linear => {
                 let body = padded(
@@ -176,7 +175,7 @@ impl BenchSource {
                     ),
                     size,
                 );
-                (sign_more::linear(s, &id, "Issue", &body), body)
+                (sign::linear(s, &id, "Issue", &body), body)
             }
             Kind::Square => {
                 let body = padded(
@@ -185,7 +184,7 @@ impl BenchSource {
                     ),
                     size,
                 );
-                (sign_more::square(s, SQUARE_URL, &body), body)
+                (sign::square(s, SQUARE_URL, &body), body)
             }
             Kind::Intercom => {
                 let body = padded(
@@ -194,7 +193,7 @@ impl BenchSource {
                     ),
                     size,
                 );
-                (sign_more::intercom(s, &body), body)
+                (sign::intercom(s, &body), body)
             }
             Kind::Slack => {
                 let body = padded(
@@ -207,13 +206,13 @@ impl BenchSource {
             }
             Kind::Mailgun => {
                 let pad = "x".repeat(size.saturating_sub(300));
-                let body = sign_more::mailgun_body(
+                let body = sign::mailgun_body(
                     s,
                     now,
                     &format!("tok-{id}"),
                     &format!(r#"{{"event":"delivered","id":"{id}","padding":"{pad}"}}"#),
                 );
-                (sign_more::mailgun_headers(), body)
+                (sign::mailgun_headers(), body)
             }
             Kind::GitlabToken => {
                 let body = padded(
@@ -221,7 +220,7 @@ impl BenchSource {
                     size,
                 );
                 (
-                    sign_more::gitlab_token(s, "Push Hook", &id, &format!("uuid-{id}")),
+                    sign::gitlab_token(s, "Push Hook", &id, &format!("uuid-{id}")),
                     body,
                 )
             }

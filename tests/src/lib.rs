@@ -4,8 +4,8 @@
 //!
 //! - [`TestEnv`]: the database, the vhost, the secret key, the CLI and the processes.
 //! - [`Proc`]: a running binary with its captured log.
-//! - [`sign`]: provider signatures, written from the providers' documentation independently of
-//!   the verifiers they test.
+//! - [`sign`]: requests as each provider sends them, signed by the provider's own signer.
+//! - [`examples`]: one genuine request per provider, for the tests that run every provider.
 //! - [`Destination`]: a scriptable HTTP receiver for the worker's `http` handler.
 //! - [`TcpProxy`]: sits between hookline and RabbitMQ so a test can cut the broker off.
 //! - [`eventually`]: polls a condition until a deadline.
@@ -16,10 +16,10 @@ pub mod bench;
 pub mod chaos;
 pub mod dest;
 pub mod env;
+pub mod examples;
 pub mod proc;
 pub mod proxy;
 pub mod sign;
-pub mod sign_more;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -3,21 +3,8 @@
 
 use std::time::Duration;
 
-use hookline_tests::sign::hmac_sha256;
+use hookline_tests::sign;
 use hookline_tests::{TestEnv, eventually, post};
-
-fn notion_signed(token: &str, body: &[u8]) -> Vec<(String, String)> {
-    vec![
-        ("content-type".into(), "application/json".into()),
-        (
-            "x-notion-signature".into(),
-            format!(
-                "sha256={}",
-                hex::encode(hmac_sha256(token.as_bytes(), body))
-            ),
-        ),
-    ]
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notion_token_is_captured_only_when_armed_sealed_revealed_and_then_required() {
@@ -151,19 +138,19 @@ async fn notion_token_is_captured_only_when_armed_sealed_revealed_and_then_requi
         "the captured token reaches the ingress",
         Duration::from_secs(10),
         || async {
-            let a = post(&url, &notion_signed(token, body), body).await;
+            let a = post(&url, &sign::notion(token, body), body).await;
             (a.status != 401).then_some(a)
         },
     )
     .await;
     assert_eq!(a.status, 202, "{a:?}");
-    let a = post(&url, &notion_signed(token, body), body).await;
+    let a = post(&url, &sign::notion(token, body), body).await;
     assert_eq!(a.status, 200, "duplicate on the event id");
-    let a = post(&url, &notion_signed("secret_attacker", body), body).await;
+    let a = post(&url, &sign::notion("secret_attacker", body), body).await;
     assert_eq!((a.status, a.error().as_str()), (401, "invalid_signature"));
     let mut tampered = body.to_vec();
     tampered[8] ^= 1;
-    let a = post(&url, &notion_signed(token, body), &tampered).await;
+    let a = post(&url, &sign::notion(token, body), &tampered).await;
     assert_eq!(a.status, 401);
 
     let _worker = env.worker().await;
@@ -189,27 +176,10 @@ mod pubsub {
     use super::*;
     use base64::Engine as _;
     use hookline_tests::{Destination, Reply};
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-    const KEY: &str =
-        include_str!("../../shared/src/providers/testdata/pubsub_rsa_test_key.der.b64");
     const JWKS: &str = include_str!("../../shared/src/providers/testdata/pubsub_jwks.json");
     const SA: &str = "push@acme-prod.iam.gserviceaccount.com";
     const AUD: &str = "https://hooks.example.com/pubsub";
-
-    fn token(kid: &str, email: &str, aud: &str) -> String {
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(KEY.trim())
-            .unwrap();
-        let now = hookline_tests::unix_now();
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(kid.into());
-        let claims = serde_json::json!({
-            "iss": "https://accounts.google.com", "aud": aud, "email": email,
-            "email_verified": true, "iat": now, "exp": now + 3600, "sub": "1",
-        });
-        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(&der)).unwrap()
-    }
 
     fn push(message_id: &str, data: &serde_json::Value) -> Vec<u8> {
         let data = base64::engine::general_purpose::STANDARD.encode(data.to_string());
@@ -255,22 +225,32 @@ mod pubsub {
             &serde_json::json!({"name": "reports/q3.csv", "size": 42}),
         );
 
-        let a = post(&url, &headers(&token("test-key-1", SA, AUD)), &body).await;
+        let a = post(
+            &url,
+            &headers(&sign::pubsub_token("test-key-1", SA, AUD)),
+            &body,
+        )
+        .await;
         assert_eq!(a.status, 202, "{a:?}");
-        let a = post(&url, &headers(&token("test-key-1", SA, AUD)), &body).await;
+        let a = post(
+            &url,
+            &headers(&sign::pubsub_token("test-key-1", SA, AUD)),
+            &body,
+        )
+        .await;
         assert_eq!(a.status, 200, "duplicate on messageId");
         assert_eq!(jwks.count(), 1, "keys are fetched once and cached");
 
         for (what, t) in [
             (
                 "another service account",
-                token("test-key-1", "x@evil.iam.gserviceaccount.com", AUD),
+                sign::pubsub_token("test-key-1", "x@evil.iam.gserviceaccount.com", AUD),
             ),
             (
                 "another audience",
-                token("test-key-1", SA, "https://elsewhere.example.com"),
+                sign::pubsub_token("test-key-1", SA, "https://elsewhere.example.com"),
             ),
-            ("an unknown key", token("test-key-9", SA, AUD)),
+            ("an unknown key", sign::pubsub_token("test-key-9", SA, AUD)),
         ] {
             let a = post(&url, &headers(&t), &push("m-2", &serde_json::json!({}))).await;
             assert_eq!(a.status, 401, "{what}: {a:?}");

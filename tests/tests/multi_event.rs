@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use hookline_shared::envelope;
-use hookline_tests::sign::hmac_sha256;
+use hookline_tests::sign;
 use hookline_tests::{TestEnv, eventually, post};
 
 const SECRET: &str = "hubspot-client-secret";
@@ -17,22 +16,9 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// HubSpot v3, from its documentation: base64 HMAC-SHA256 of method + URI + body + timestamp.
+/// HubSpot v3 for the app's secret and the target URL `uri`.
 fn hubspot(uri: &str, ts: i64, body: &[u8]) -> Vec<(String, String)> {
-    let signed = [
-        b"POST".as_slice(),
-        uri.as_bytes(),
-        body,
-        ts.to_string().as_bytes(),
-    ]
-    .concat();
-    let sig =
-        base64::engine::general_purpose::STANDARD.encode(hmac_sha256(SECRET.as_bytes(), &signed));
-    vec![
-        ("content-type".into(), "application/json".into()),
-        ("x-hubspot-signature-v3".into(), sig),
-        ("x-hubspot-request-timestamp".into(), ts.to_string()),
-    ]
+    sign::hubspot(SECRET, uri, ts, body)
 }
 
 fn event(id: u64, kind: &str, object: u64) -> String {
@@ -160,49 +146,22 @@ async fn hubspot_batches_become_one_event_each_deduplicated_on_their_own() {
     );
 }
 
-/// SendGrid: ECDSA P-256/SHA-256 over timestamp + body with the account's key pair; hookline holds
-/// the public half.
-fn sendgrid_keys() -> (p256::ecdsa::SigningKey, String) {
-    use p256::pkcs8::EncodePublicKey;
-    let signing = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
-    let der = signing.verifying_key().to_public_key_der().unwrap();
-    (
-        signing,
-        base64::engine::general_purpose::STANDARD.encode(der.as_bytes()),
-    )
-}
-
-fn sendgrid(key: &p256::ecdsa::SigningKey, ts: i64, body: &[u8]) -> Vec<(String, String)> {
-    use p256::ecdsa::signature::Signer;
-    let signed = [ts.to_string().as_bytes(), body].concat();
-    let sig: p256::ecdsa::Signature = key.sign(&signed);
-    vec![
-        ("content-type".into(), "application/json".into()),
-        (
-            "x-twilio-email-event-webhook-signature".into(),
-            base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes()),
-        ),
-        (
-            "x-twilio-email-event-webhook-timestamp".into(),
-            ts.to_string(),
-        ),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sendgrid_batches_are_verified_with_the_public_key_and_split() {
     let env = TestEnv::new().await;
-    let (signing, public) = sendgrid_keys();
+    // SendGrid's key pair; hookline holds the public half.
+    let signing = "sendgrid-test-key";
+    let public = sign::sendgrid_public_key(signing);
     let source = env.add_source("sendgrid", &public, &[]).await;
     let ingress = env.ingress().await;
     let url = ingress.url(&format!("/webhooks/{source}"));
     let now = now_ms() / 1000;
     let body = br#"[{"email":"a@example.com","event":"delivered","sg_event_id":"ev-1","sg_message_id":"m-1","timestamp":1700000000},{"email":"a@example.com","event":"open","sg_event_id":"ev-2","sg_message_id":"m-1","timestamp":1700000001}]"#;
 
-    let a = post(&url, &sendgrid(&signing, now, body), body).await;
+    let a = post(&url, &sign::sendgrid(signing, now, body), body).await;
     assert_eq!(a.status, 202, "{a:?}");
     assert_eq!(a.json()["events"].as_array().map(Vec::len), Some(2));
-    let a = post(&url, &sendgrid(&signing, now, body), body).await;
+    let a = post(&url, &sign::sendgrid(signing, now, body), body).await;
     assert_eq!(
         (a.status, a.json()["status"].as_str()),
         (200, Some("duplicate"))
@@ -210,12 +169,11 @@ async fn sendgrid_batches_are_verified_with_the_public_key_and_split() {
 
     let mut tampered = body.to_vec();
     tampered[20] ^= 1;
-    let a = post(&url, &sendgrid(&signing, now, body), &tampered).await;
+    let a = post(&url, &sign::sendgrid(signing, now, body), &tampered).await;
     assert_eq!((a.status, a.error().as_str()), (401, "invalid_signature"));
-    let a = post(&url, &sendgrid(&signing, now - 600, body), body).await;
+    let a = post(&url, &sign::sendgrid(signing, now - 600, body), body).await;
     assert_eq!((a.status, a.error().as_str()), (401, "stale_timestamp"));
-    let other = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
-    let a = post(&url, &sendgrid(&other, now, body), body).await;
+    let a = post(&url, &sign::sendgrid("another-key", now, body), body).await;
     assert_eq!(a.status, 401, "another key's signature");
 
     let _worker = env.worker().await;

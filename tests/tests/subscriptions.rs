@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use hookline_tests::dest::{Reply, Request};
 use hookline_tests::env::Server;
 use hookline_tests::{Destination, TestEnv, eventually, post, sign};
@@ -98,15 +97,7 @@ async fn handled(env: &TestEnv, event: &str) {
 fn verified(req: &Request, secret: &str) -> Value {
     let id = req.header("webhook-id").expect("webhook-id");
     let ts = req.header("webhook-timestamp").expect("webhook-timestamp");
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").expect("whsec_"))
-        .expect("base64 key");
-    let mut signed = format!("{id}.{ts}.").into_bytes();
-    signed.extend_from_slice(&req.body);
-    let want = format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(sign::hmac_sha256(&key, &signed))
-    );
+    let want = sign::standard_signature(secret, id, ts.parse().expect("a timestamp"), &req.body);
     assert_eq!(
         req.header("webhook-signature"),
         Some(want.as_str()),

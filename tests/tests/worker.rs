@@ -324,13 +324,11 @@ async fn an_unparseable_payload_is_dead_lettered_at_once() {
     let ingress = env.ingress().await;
     let _worker = env.worker().await;
     let body = b"this is not json";
-    let sig = hex::encode(sign::hmac_sha256(SECRET.as_bytes(), body));
+    let json = [("content-type", "application/json")];
+    let headers = sign::generic_hmac(SECRET, &[("header", "x-signature")], &json, body);
     let a = post(
         &ingress.url(&format!("/webhooks/{generic}")),
-        &[
-            ("content-type".into(), "application/json".into()),
-            ("x-signature".into(), sig),
-        ],
+        &headers,
         body,
     )
     .await;

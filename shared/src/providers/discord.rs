@@ -13,11 +13,17 @@
 use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::{Signature, VerifyingKey};
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, joined, scalar_at, str_at};
 
 use super::{
-    Disposition, HandshakeResponse, OptionError, Part, ProviderKind, RawRequest, SecretSet,
-    Verified, Verifier, VerifyError, check_timestamp,
+    Disposition, Facts, HandshakeResponse, OptionError, Options, Part, ProviderKind, RawRequest,
+    SecretSet, Setup, Verified, Verifier, VerifyError, check_timestamp,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, seed};
 
 const SIGNATURE: &str = "x-signature-ed25519";
 const TIMESTAMP: &str = "x-signature-timestamp";
@@ -140,6 +146,52 @@ impl Verifier for Discord {
     fn forwarded_headers(&self) -> &'static [&'static str] {
         &[]
     }
+}
+
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: the interaction type (`application_command`, `message_component`,
+/// `application_command_autocomplete`, `modal_submit`); event type: with the command's name or
+/// the component's `custom_id` (`application_command.deploy`); entity: the interaction `id`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let module = match payload.get("type").and_then(Value::as_u64) {
+        Some(2) => "application_command",
+        Some(3) => "message_component",
+        Some(4) => "application_command_autocomplete",
+        Some(5) => "modal_submit",
+        _ => return Err(ParseError::MissingField("type")),
+    };
+    let name = str_at(payload, "/data/name").or_else(|| str_at(payload, "/data/custom_id"));
+    Ok(Parsed::new(
+        module,
+        joined(module, name),
+        scalar_at(payload, "/id"),
+    ))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Discord::new(s.secrets, s.tolerance)?))
+}
+
+/// `X-Signature-Ed25519: <hex Ed25519 signature of timestamp + body>` with
+/// `X-Signature-Timestamp`, by the key pair whose public half is [`public_key`].
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    use ed25519_dalek::Signer as _;
+    let ts = req.timestamp(TIMESTAMP, key.now);
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed(key.secret));
+    let sig = signing.sign(&[ts.as_bytes(), &req.body].concat());
+    req.set(SIGNATURE, hex::encode(sig.to_bytes()));
+}
+
+/// The application's public key (hex, as the developer portal shows it) a source holds for
+/// requests [`sign`]ed with `secret`.
+#[cfg(any(test, feature = "testkit"))]
+pub fn public_key(secret: &str) -> String {
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed(secret));
+    hex::encode(signing.verifying_key().to_bytes())
 }
 
 #[cfg(test)]
@@ -271,5 +323,40 @@ mod tests {
             sig[i % 64] ^= flip;
             prop_assert!(check(&v, &hex::encode(sig), PING.as_bytes()).is_err());
         }
+    }
+
+    #[test]
+    fn parses_commands_and_components() {
+        let e = crate::event::parse_json(ProviderKind::Discord, CMD.as_bytes());
+        assert_eq!(
+            e,
+            "application_command application_command.deploy 1234567891"
+        );
+        // A button press (Discord's interactions reference: MESSAGE_COMPONENT, `custom_id`).
+        let button = br#"{"application_id":"11","id":"1234567892","token":"tok","type":3,"data":{"component_type":2,"custom_id":"click_one"},"message":{"id":"9"},"version":1}"#;
+        let e = crate::event::parse_json(ProviderKind::Discord, button);
+        assert_eq!(
+            e,
+            "message_component message_component.click_one 1234567892"
+        );
+        let e = crate::event::parse_for_test(
+            ProviderKind::Discord,
+            "application/json",
+            &[],
+            &[],
+            PING.as_bytes(),
+        );
+        assert_eq!(
+            e,
+            Err(ParseError::MissingField("type")),
+            "a PING is answered, never parsed"
+        );
+    }
+
+    #[test]
+    fn the_test_signer_signs_as_the_published_key_pair() {
+        // RFC 8032 §7.1 test 1's secret key: its public key is the verifier's vector key.
+        let seed = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+        assert_eq!(public_key(seed), PUBLIC);
     }
 }

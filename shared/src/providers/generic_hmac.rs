@@ -21,11 +21,18 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, scalar_at};
 
 use super::{
-    OptionError, Options, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    body_hash_key, check_timestamp, constant_time_eq, hmac_sha1, hmac_sha256, hmac_sha512,
+    Facts, OptionError, Options, ProviderKind, RawRequest, SecretSet, Setup, Verified, Verifier,
+    VerifyError, body_hash_key, check_timestamp, constant_time_eq, hmac_sha1, hmac_sha256,
+    hmac_sha512,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request};
 
 pub const OPTIONS: &[&str] = &[
     "header",
@@ -289,6 +296,90 @@ impl Verifier for GenericHmac {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Options `event_type_pointer`, `module_pointer`, `entity_pointer` (JSON pointers such as
+/// `/type`); without them the event type is the header `event_type_header` names (else `event`)
+/// and the module its first segment.
+pub fn parse(r: &Received, payload: &mut Value, options: &Options) -> Result<Parsed, ParseError> {
+    let at = |option: &str| options.get(option).and_then(|p| scalar_at(payload, p));
+    let event_type = at("event_type_pointer")
+        .or_else(|| r.event_type.clone())
+        .unwrap_or_else(|| "event".to_owned());
+    let module = at("module_pointer").unwrap_or_else(|| {
+        let first = event_type
+            .split_once('.')
+            .map_or(event_type.as_str(), |(m, _)| m);
+        first.to_owned()
+    });
+    Ok(Parsed::new(&module, event_type, at("entity_pointer")))
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(GenericHmac::new(
+        s.secrets,
+        s.options,
+        s.tolerance,
+    )?))
+}
+
+/// As the source's options say: the template's parts (the timestamp added when missing),
+/// the algorithm, the encoding and the prefix, under the option `header`.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let Some(header) = key.options.get("header").map(|h| h.to_ascii_lowercase()) else {
+        return;
+    };
+    let ts_header = key
+        .options
+        .get("timestamp_header")
+        .map(|h| h.to_ascii_lowercase());
+    let ts = ts_header.as_deref().map(|h| req.timestamp(h, key.now));
+    let template = match (key.options.get("template"), &ts) {
+        (Some(t), _) => t.clone(),
+        (None, Some(_)) => "{timestamp}.{body}".into(),
+        (None, None) => "{body}".into(),
+    };
+    // The signed string, placeholders replaced in one pass; absent headers sign as empty.
+    let mut signed = Vec::new();
+    let mut rest = template.as_str();
+    while let Some(open) = rest.find('{') {
+        signed.extend_from_slice(&rest.as_bytes()[..open]);
+        let Some(close) = rest[open..].find('}').map(|c| c + open) else {
+            return;
+        };
+        let part: &[u8] = match &rest[open + 1..close] {
+            "body" => &req.body,
+            "timestamp" => ts.as_deref().unwrap_or("").as_bytes(),
+            "method" => req.method.as_bytes(),
+            "path" => req.path.as_bytes(),
+            other => match other.strip_prefix("header:") {
+                Some(name) => req
+                    .header(&name.to_ascii_lowercase())
+                    .unwrap_or("")
+                    .as_bytes(),
+                None => return,
+            },
+        };
+        signed.extend_from_slice(part);
+        rest = &rest[close + 1..];
+    }
+    signed.extend_from_slice(rest.as_bytes());
+    let raw: Vec<u8> = match key.options.get("algorithm").map(String::as_str) {
+        Some("sha1") => hmac_sha1(key.bytes(), &[&signed]).to_vec(),
+        Some("sha512") => hmac_sha512(key.bytes(), &[&signed]).to_vec(),
+        _ => hmac_sha256(key.bytes(), &[&signed]).to_vec(),
+    };
+    let digest = match key.options.get("encoding").map(String::as_str) {
+        Some("base64") => B64.encode(raw),
+        _ => hex::encode(raw),
+    };
+    let prefix = key.option("prefix");
+    req.set(&header, format!("{prefix}{digest}"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,5 +557,24 @@ mod tests {
                 prop_assert!(g.verify(&req(&h, b"Hello, World!"), SystemTime::now()).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_with_the_pointers_the_source_names() {
+        let options = [
+            ("event_type_pointer", "/kind"),
+            ("entity_pointer", "/obj/id"),
+        ];
+        let body = br#"{"kind":"invoice.paid","obj":{"id":5}}"#;
+        let e = crate::event::parse_for_test(
+            ProviderKind::GenericHmac,
+            "application/json",
+            &[],
+            &options,
+            body,
+        );
+        assert_eq!(e.as_deref(), Ok("invoice invoice.paid 5"));
+        let e = crate::event::parse_json(ProviderKind::GenericHmac, body);
+        assert_eq!(e, "event event -");
     }
 }

@@ -10,10 +10,17 @@
 
 use std::time::SystemTime;
 
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, joined, scalar_at, str_at};
+
 use super::{
-    RawRequest, SecretSet, Verified, Verifier, VerifyError, body_hash_key, constant_time_eq,
-    hmac_sha256,
+    Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier, VerifyError,
+    body_hash_key, constant_time_eq, hmac_sha256,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, hex_hmac};
 
 #[derive(Debug)]
 pub struct Github {
@@ -68,9 +75,50 @@ impl Verifier for Github {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: the `X-GitHub-Event` (`issues`); event type: with the payload's `action`
+/// (`issues.opened`); entity: the subject's `id` (`issue` for `issues`, `pull_request`, …),
+/// else the hook's. A form-encoded delivery's `payload` field is the same JSON document.
+pub fn parse(r: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    if let Value::Object(map) = payload
+        && map.len() == 1
+        && let Some(inner) = map.remove("payload")
+    {
+        *payload = inner;
+    }
+    let event = r
+        .forwarded("x-github-event")
+        .or(r.event_type.as_deref())
+        .ok_or(ParseError::MissingField("x-github-event"))?;
+    let singular = event.strip_suffix('s').unwrap_or(event);
+    let entity = scalar_at(payload, &format!("/{singular}/id"))
+        .or_else(|| scalar_at(payload, &format!("/{event}/id")))
+        .or_else(|| scalar_at(payload, "/hook_id"));
+    Ok(Parsed::new(
+        event,
+        joined(event, str_at(payload, "/action")),
+        entity,
+    ))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Github::new(s.secrets)))
+}
+
+/// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let sig = hex_hmac(key.bytes(), &[&req.body]);
+    req.set(SIGNATURE, format!("sha256={sig}"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::ProviderKind;
     use crate::providers::{Headers, SecretEntry};
     use crate::secret::Secret;
     use proptest::prelude::*;
@@ -214,5 +262,36 @@ mod tests {
                 prop_assert!(gh().verify(&req(&h, b"Hello, World!"), SystemTime::now()).is_err());
             }
         }
+    }
+
+    fn parsed(ct: &str, event: &str, body: &[u8]) -> Result<String, ParseError> {
+        crate::event::parse_for_test(
+            ProviderKind::Github,
+            ct,
+            &[("x-github-event", event)],
+            &[],
+            body,
+        )
+    }
+
+    #[test]
+    fn parses_an_issue_event() {
+        // GitHub's `issues` payload, trimmed: https://docs.github.com/en/webhooks/webhook-events-and-payloads#issues
+        let body = br#"{"action":"opened","issue":{"id":1,"number":1347,"title":"Found a bug"},"repository":{"id":1296269,"full_name":"octocat/Hello-World"}}"#;
+        let e = parsed("application/json", "issues", body).unwrap();
+        assert_eq!(e, "issues issues.opened 1");
+    }
+
+    #[test]
+    fn parses_a_form_encoded_ping() {
+        let body = b"payload=%7B%22zen%22%3A%22hi%22%2C%22hook_id%22%3A7%7D";
+        let e = parsed("application/x-www-form-urlencoded", "ping", body).unwrap();
+        assert_eq!(e, "ping ping 7");
+    }
+
+    #[test]
+    fn refuses_a_body_of_another_media_type() {
+        let e = parsed("image/png", "push", b"\x89PNG");
+        assert!(matches!(e, Err(ParseError::ContentType(_))), "{e:?}");
     }
 }

@@ -16,11 +16,18 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, joined, scalar_at, str_at};
+
 use super::standard_webhooks::StandardWebhooks;
 use super::{
-    OptionError, RawRequest, SecretEntry, SecretSet, Verified, Verifier, VerifyError,
-    body_hash_key, constant_time_eq,
+    Facts, OptionError, Options, RawRequest, SecretEntry, SecretSet, Setup, Verified, Verifier,
+    VerifyError, body_hash_key, constant_time_eq,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request};
 
 const TOKEN: &str = "x-gitlab-token";
 
@@ -83,9 +90,47 @@ impl Verifier for Gitlab {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: `object_kind` (`merge_request`, `push`); event type: with
+/// `object_attributes.action` (`merge_request.open`); entity: `object_attributes.id`, else
+/// the pushed `checkout_sha`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let kind = str_at(payload, "/object_kind")
+        .or_else(|| str_at(payload, "/event_name"))
+        .ok_or(ParseError::MissingField("object_kind"))?;
+    let event_type = joined(kind, str_at(payload, "/object_attributes/action"));
+    let entity =
+        scalar_at(payload, "/object_attributes/id").or_else(|| scalar_at(payload, "/checkout_sha"));
+    Ok(Parsed::new(kind, event_type, entity))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Gitlab::new(s.secrets, s.tolerance)?))
+}
+
+/// With a signing token (`whsec_…`), Standard Webhooks headers whose `webhook-id` is the
+/// `Idempotency-Key`; else the token itself in `X-Gitlab-Token`.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    if !key.secret.starts_with("whsec_") {
+        req.set(TOKEN, key.secret);
+        return;
+    }
+    if req.header("webhook-id").is_none()
+        && let Some(idempotency) = req.header("idempotency-key").map(str::to_owned)
+    {
+        req.set("webhook-id", idempotency);
+    }
+    super::standard_webhooks::sign(req, key);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::ProviderKind;
     use crate::providers::{Headers, hmac_sha256};
     use crate::secret::Secret;
     use base64::Engine as _;
@@ -198,5 +243,15 @@ mod tests {
             body[i] ^= flip;
             prop_assert!(check(&[SIGNING], &signed, &body).is_err());
         }
+    }
+
+    #[test]
+    fn parses_merge_requests_and_pushes() {
+        let e = crate::event::parse_json(ProviderKind::Gitlab, BODY.as_bytes());
+        assert_eq!(e, "merge_request merge_request.open 99");
+        // GitLab's push event (webhook events reference), trimmed.
+        let push = br#"{"object_kind":"push","event_name":"push","before":"95790bf891e76fee5e1747ab589903a6a1f80f22","after":"da1560886d4f094c3e6c9ef40349f7d38b5d27d7","ref":"refs/heads/master","checkout_sha":"da1560886d4f094c3e6c9ef40349f7d38b5d27d7","user_id":4,"user_name":"John Smith","project_id":15,"project":{"id":15,"name":"Diaspora","path_with_namespace":"mike/diaspora"},"commits":[],"total_commits_count":4}"#;
+        let e = crate::event::parse_json(ProviderKind::Gitlab, push);
+        assert_eq!(e, "push push da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
     }
 }

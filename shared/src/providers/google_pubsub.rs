@@ -20,10 +20,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, str_at};
 
 use super::{
-    BoxFuture, OptionError, Options, ProviderKind, RawRequest, Verified, Verifier, VerifyError,
+    BoxFuture, Facts, OptionError, Options, ProviderKind, RawRequest, Setup, Verified, Verifier,
+    VerifyError,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request};
 
 pub const OPTIONS: &[&str] = &[
     "audience",
@@ -296,6 +303,104 @@ impl Verifier for GooglePubsub {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// A push: `message.data` (base64) is decoded in place, to JSON when it is JSON, else text.
+/// Module: the attribute named by option `module_attribute`, else the subscription's id; event
+/// type: the attribute named by `event_type_attribute` (default `eventType`), else the module;
+/// entity: the `objectId` attribute (Cloud Storage notifications) when present.
+pub fn parse(_: &Received, payload: &mut Value, options: &Options) -> Result<Parsed, ParseError> {
+    use base64::Engine as _;
+    let data = str_at(payload, "/message/data").unwrap_or_default();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|_| ParseError::NotJson("message.data is not base64".into()))?;
+    let decoded = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    if let Some(message) = payload.get_mut("message").and_then(Value::as_object_mut) {
+        message.insert("data".into(), decoded);
+    }
+    let attribute = |name: &str| str_at(payload, &format!("/message/attributes/{name}"));
+    let subscription = str_at(payload, "/subscription")
+        .and_then(|s| s.rsplit('/').next())
+        .filter(|s| !s.is_empty());
+    let module = options
+        .get("module_attribute")
+        .and_then(|a| attribute(a))
+        .or(subscription)
+        .ok_or(ParseError::MissingField("subscription"))?;
+    let type_attribute = options
+        .get("event_type_attribute")
+        .map_or("eventType", String::as_str);
+    let event_type = attribute(type_attribute).unwrap_or(module);
+    Ok(Parsed::new(
+        module,
+        event_type,
+        attribute("objectId").map(str::to_owned),
+    ))
+}
+
+/// No secret: tokens are verified with Google's public keys.
+pub const FACTS: Facts = Facts {
+    options: OPTIONS,
+    internal_options: &[],
+    secret_optional: true,
+};
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(GooglePubsub::new(s.options)?))
+}
+
+/// `Authorization: Bearer <OIDC token>` signed with the test key, with Google's claims for the
+/// source's `audience` and `service_account`.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let token = token(key, TEST_KID, &Value::Null);
+    req.set("authorization", format!("Bearer {token}"));
+}
+
+/// The test key's JWKS (`testdata/`), for option `jwks_file` of sources [`sign`] posts to.
+#[cfg(any(test, feature = "testkit"))]
+pub const TEST_JWKS_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/providers/testdata/pubsub_jwks.json"
+);
+
+/// The `kid` of the test key in the test JWKS.
+#[cfg(any(test, feature = "testkit"))]
+pub const TEST_KID: &str = "test-key-1";
+
+/// An RS256 token of the test key, under `kid`: Google's claims for `key`'s options, issued at
+/// `key.now`, with the fields of `overrides` (a JSON object) put over them.
+#[cfg(any(test, feature = "testkit"))]
+pub fn token(key: &Key<'_>, kid: &str, overrides: &Value) -> String {
+    use base64::Engine as _;
+    let mut claims = serde_json::json!({
+        "iss": "https://accounts.google.com",
+        "aud": key.option("audience"),
+        "email": key.option("service_account"),
+        "email_verified": true,
+        "iat": key.now,
+        "exp": key.now + 3600,
+        "sub": "1",
+    });
+    if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
+        for (k, v) in o {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    static KEY: std::sync::OnceLock<jsonwebtoken::EncodingKey> = std::sync::OnceLock::new();
+    let encoding = KEY.get_or_init(|| {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(include_str!("testdata/pubsub_rsa_test_key.der.b64").trim())
+            .expect("the test key in base64");
+        jsonwebtoken::EncodingKey::from_rsa_der(&der)
+    });
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims, encoding).expect("RS256 signing")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -407,5 +512,34 @@ pub(crate) mod tests {
             GooglePubsub::new(&o).is_err(),
             "service_account is required"
         );
+    }
+
+    #[test]
+    fn parses_a_push_and_decodes_its_data() {
+        // Cloud Storage's notification through a push subscription (Pub/Sub push format).
+        let body = br#"{"message":{"attributes":{"eventType":"OBJECT_FINALIZE","objectId":"a.txt","bucketId":"uploads"},"data":"eyJuYW1lIjoiYS50eHQifQ==","messageId":"2070443601311540","publishTime":"2021-02-26T19:13:55.749Z"},"subscription":"projects/acme/subscriptions/uploads"}"#;
+        let e = crate::event::parse_json(ProviderKind::GooglePubsub, body);
+        assert_eq!(e, "uploads OBJECT_FINALIZE a.txt");
+        let options = [
+            ("module_attribute", "bucketId"),
+            ("event_type_attribute", "none"),
+        ];
+        let e = crate::event::parse_for_test(
+            ProviderKind::GooglePubsub,
+            "application/json",
+            &[],
+            &options,
+            body,
+        );
+        assert_eq!(e.as_deref(), Ok("uploads uploads a.txt"));
+    }
+
+    #[test]
+    fn the_decoded_data_replaces_the_base64() {
+        let body = br#"{"message":{"data":"eyJuYW1lIjoiYS50eHQifQ==","messageId":"1"},"subscription":"projects/acme/subscriptions/uploads"}"#;
+        let r =
+            crate::event::received_for_test(ProviderKind::GooglePubsub, "application/json", &[]);
+        let e = crate::event::normalize(&r, body, &Options::new()).unwrap();
+        assert_eq!(e.payload["message"]["data"]["name"], "a.txt");
     }
 }

@@ -15,11 +15,17 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, required, scalar_at, str_at};
 
 use super::{
-    OptionError, Options, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    constant_time_eq, hmac_sha256,
+    Facts, OptionError, Options, ProviderKind, RawRequest, SecretSet, Setup, Verified, Verifier,
+    VerifyError, constant_time_eq, hmac_sha256,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, b64_hmac};
 
 pub const OPTIONS: &[&str] = &["public_url"];
 
@@ -166,6 +172,39 @@ impl Verifier for Hubspot {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// One event (the ingress split the array): `contact.propertyChange` → module `contact`; the
+/// generic `object.creation` uses its `objectTypeId` (`0-1`) as the module; entity `objectId`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let t = required(payload, "/subscriptionType", "subscriptionType")?;
+    let first = t.split_once('.').map_or(t, |(m, _)| m);
+    let module = match (first, str_at(payload, "/objectTypeId")) {
+        ("object", Some(type_id)) => type_id,
+        _ => first,
+    };
+    Ok(Parsed::new(module, t, scalar_at(payload, "/objectId")))
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Hubspot::new(s.secrets, s.options, s.tolerance)?))
+}
+
+/// v3: `X-HubSpot-Signature-v3: <base64 HMAC-SHA256(secret, method + public_url + body +
+/// timestamp)>` with `X-HubSpot-Request-Timestamp` in milliseconds (kept when given).
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let ts = req.timestamp(TIMESTAMP, key.now * 1000);
+    let url = key.option("public_url").as_bytes();
+    let sig = b64_hmac(
+        key.bytes(),
+        &[req.method.as_bytes(), url, &req.body, ts.as_bytes()],
+    );
+    req.set(SIGNATURE, sig);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +325,16 @@ mod tests {
                 prop_assert!(check(&v, sig, BODY.as_bytes(), at(1564113600000)).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_one_event_of_the_array() {
+        // One element of HubSpot's documented batch (webhooks API, "Example payload").
+        let body = br#"{"objectId":1246965,"propertyName":"lifecyclestage","propertyValue":"subscriber","changeSource":"ACADEMY","eventId":3816279340,"subscriptionId":25,"portalId":33,"appId":1160452,"occurredAt":1462216307945,"subscriptionType":"contact.propertyChange","attemptNumber":0}"#;
+        let e = crate::event::parse_json(ProviderKind::Hubspot, body);
+        assert_eq!(e, "contact contact.propertyChange 1246965");
+        let generic = br#"{"eventId":1,"subscriptionType":"object.creation","objectTypeId":"0-1","objectId":123}"#;
+        let e = crate::event::parse_json(ProviderKind::Hubspot, generic);
+        assert_eq!(e, "0-1 object.creation 123");
     }
 }

@@ -5,7 +5,17 @@
 
 use std::time::SystemTime;
 
-use super::{RawRequest, SecretSet, Verified, Verifier, VerifyError, constant_time_eq, hmac_sha1};
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, dotted};
+
+use super::{
+    Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier, VerifyError,
+    constant_time_eq, hmac_sha1,
+};
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request};
 
 const SIGNATURE: &str = "x-hub-signature";
 
@@ -56,10 +66,32 @@ impl Verifier for Intercom {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: the first segment of `topic` (`conversation` from `conversation.user.created`);
+/// entity: the notification's item (`data.item.id`).
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    dotted(payload, "/topic", "/data/item/id")
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Intercom::new(s.secrets)))
+}
+
+/// `X-Hub-Signature: sha1=<hex HMAC-SHA1(client secret, body)>`.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let sig = hex::encode(hmac_sha1(key.bytes(), &[&req.body]));
+    req.set(SIGNATURE, format!("sha1={sig}"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::providers::Headers;
+    use crate::providers::ProviderKind;
     use crate::secret::Secret;
     use proptest::prelude::*;
 
@@ -102,5 +134,11 @@ mod tests {
                 prop_assert!(check(sig, BODY.as_bytes()).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_the_topic_family() {
+        let e = crate::event::parse_json(ProviderKind::Intercom, BODY.as_bytes());
+        assert_eq!(e, "conversation conversation.user.created 147");
     }
 }

@@ -11,10 +11,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, joined, required, scalar_at, str_at};
+
 use super::{
-    RawRequest, SecretSet, Verified, Verifier, VerifyError, body_hash_key, constant_time_eq,
-    hmac_sha256,
+    Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier, VerifyError,
+    body_hash_key, constant_time_eq, hmac_sha256,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, hex_hmac};
 
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(60);
 const SIGNATURE: &str = "linear-signature";
@@ -100,10 +107,35 @@ impl Verifier for Linear {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: the model `type` (`Issue`); event type: with the `action` (`Issue.create`);
+/// entity: `data.id`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let t = required(payload, "/type", "type")?;
+    let event_type = joined(t, str_at(payload, "/action"));
+    Ok(Parsed::new(t, event_type, scalar_at(payload, "/data/id")))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Linear::new(s.secrets, s.explicit_tolerance)))
+}
+
+/// `Linear-Signature: <hex HMAC-SHA256(secret, body)>` (the time is the body's
+/// `webhookTimestamp`).
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let sig = hex_hmac(key.bytes(), &[&req.body]);
+    req.set(SIGNATURE, sig);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::providers::Headers;
+    use crate::providers::ProviderKind;
     use crate::secret::Secret;
     use proptest::prelude::*;
 
@@ -201,5 +233,18 @@ mod tests {
                 prop_assert!(check(sig, BODY.as_bytes(), 1700000000123).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_model_and_action() {
+        let e = crate::event::parse_json(ProviderKind::Linear, BODY.as_bytes());
+        assert_eq!(e, "Issue Issue.create 2174add1-f7c8-44e3-bbf3-2d60b5ea8bc9");
+        // A comment's removal, as Linear's data change webhooks send it.
+        let comment = br#"{"action":"remove","type":"Comment","data":{"id":"8a3c2b1e-5d4f-4e6a-9b7c-1d2e3f4a5b6c","body":"Fixed","issueId":"2174add1-f7c8-44e3-bbf3-2d60b5ea8bc9"},"url":"https://linear.app/acme/issue/ENG-1#comment-8a3c2b1e","createdAt":"2023-11-14T22:13:20.000Z","webhookTimestamp":1700000000123,"webhookId":"000042e3-d123-4980-b49f-8e140eef9329","organizationId":"4c1f2d6a"}"#;
+        let e = crate::event::parse_json(ProviderKind::Linear, comment);
+        assert_eq!(
+            e,
+            "Comment Comment.remove 8a3c2b1e-5d4f-4e6a-9b7c-1d2e3f4a5b6c"
+        );
     }
 }

@@ -10,10 +10,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, scalar_at, str_at};
+
 use super::{
-    RawRequest, SecretSet, Verified, Verifier, VerifyError, check_timestamp, constant_time_eq,
-    hmac_sha256,
+    Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier, VerifyError,
+    check_timestamp, constant_time_eq, hmac_sha256,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, hex_hmac};
 
 #[derive(Debug)]
 pub struct Mailgun {
@@ -85,10 +92,53 @@ impl Verifier for Mailgun {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: `delivery` (accepted, delivered, failed, rejected) or `engagement` (opened,
+/// clicked, complained, unsubscribed); event type: `event-data.event`; entity: the message's
+/// `Message-Id`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let event =
+        str_at(payload, "/event-data/event").ok_or(ParseError::MissingField("event-data.event"))?;
+    let module = match event {
+        "accepted" | "delivered" | "failed" | "rejected" => "delivery",
+        _ => "engagement",
+    };
+    let message = scalar_at(payload, "/event-data/message/headers/message-id");
+    Ok(Parsed::new(module, event, message))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Mailgun::new(s.secrets, s.tolerance)))
+}
+
+/// The body's `signature` object: `signature` = hex HMAC-SHA256(signing key, timestamp +
+/// token), with the `timestamp` and `token` it holds (now and a fixed token when missing).
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let Some(mut body) = req.json_object() else {
+        return;
+    };
+    let Some(Value::Object(sig)) = body.get_mut("signature") else {
+        return;
+    };
+    let text = |v: Option<&Value>, or: String| v.and_then(Value::as_str).map_or(or, str::to_owned);
+    let ts = text(sig.get("timestamp"), key.now.to_string());
+    let token = text(sig.get("token"), "testkit-token".into());
+    let mac = hex_hmac(key.bytes(), &[ts.as_bytes(), token.as_bytes()]);
+    sig.insert("timestamp".into(), ts.into());
+    sig.insert("token".into(), token.into());
+    sig.insert("signature".into(), mac.into());
+    req.body = Value::Object(body).to_string().into_bytes();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::providers::Headers;
+    use crate::providers::ProviderKind;
     use crate::secret::Secret;
     use proptest::prelude::*;
 
@@ -149,5 +199,22 @@ mod tests {
                 prop_assert!(check(&body(sig, "1529006854"), 1529006854).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_delivery_and_engagement_events() {
+        // Mailgun's documented webhook payloads (user manual, "Webhook Payloads"), trimmed.
+        let accepted = br#"{"signature":{"timestamp":"1770146798","token":"t","signature":"s"},"event-data":{"event":"accepted","id":"CCXMjJ7nQi2N3BPigGOdgQ","log-level":"info","message":{"headers":{"from":"Sample Sender <sender@sample.mailgun.com>","message-id":"20260203192638.000be97f99f8cea1@sample.mailgun.com","subject":"Sample webhook payload","to":"recipient@sample.mailgun.com"},"size":341},"recipient":"recipient@sample.mailgun.com","timestamp":1770146798.5}}"#;
+        let e = crate::event::parse_json(ProviderKind::Mailgun, accepted);
+        assert_eq!(
+            e,
+            "delivery accepted 20260203192638.000be97f99f8cea1@sample.mailgun.com"
+        );
+        let opened = br#"{"event-data":{"event":"opened","id":"Ase7i2zsRYeDXztHGENqRA","message":{"headers":{"message-id":"20130503182626.18666.16540@example.com"}},"recipient":"alice@example.com"}}"#;
+        let e = crate::event::parse_json(ProviderKind::Mailgun, opened);
+        assert_eq!(
+            e,
+            "engagement opened 20130503182626.18666.16540@example.com"
+        );
     }
 }

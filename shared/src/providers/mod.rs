@@ -1,14 +1,20 @@
-//! Provider schemes: one file per provider, each a pure [`Verifier`] that proves a request came
-//! from its provider and names the event's dedup key. No I/O here; `now` is injected so every
-//! case is a unit test.
+//! Provider schemes: one file per provider, registered in one place (the `providers!` macro below).
+//! A provider's file owns all of it: its [`Verifier`] (a pure proof that a request came from
+//! the provider, naming the event's dedup key; no I/O, `now` injected so every case is a unit
+//! test), its option list, its parser (module, event type and entity of a queued event, for the
+//! worker) and, with the `testkit` feature, its request signer. What they share lives here and
+//! in `util`; `docs/adding-a-provider.md` walks through adding one.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use crate::event::{ParseError, Parsed, Received};
 use crate::secret::Secret;
 
+// One file per provider, registered in `providers!` below. Declared here rather than by the
+// macro so that rustfmt, which does not expand macros, still finds the files.
 pub mod discord;
 pub mod generic_hmac;
 pub mod github;
@@ -28,8 +34,12 @@ pub mod square;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod twilio;
-mod util;
 pub mod zoho;
+
+mod util;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use util::{
     body_hash_key, constant_time_eq, hmac_sha1, hmac_sha256, hmac_sha512, parse_duration,
@@ -39,86 +49,128 @@ pub use util::{
 /// use five minutes in their SDKs).
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
-/// The provider kinds hookline knows. Stored as their kebab-case name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProviderKind {
-    Github,
-    Stripe,
-    Slack,
-    Shopify,
-    StandardWebhooks,
-    GenericHmac,
-    Hubspot,
-    Sendgrid,
-    Salesforce,
-    Notion,
-    GooglePubsub,
-    Paddle,
-    Linear,
-    Square,
-    Intercom,
-    Mailgun,
-    Twilio,
-    Gitlab,
-    Zoho,
-    Discord,
+/// The registry: one line per provider, `Variant => module, "name";`. It generates [`ProviderKind`] (its `ALL`, names, `FromStr`, serde names) and the dispatch to
+/// the items every provider module defines under fixed names:
+///
+/// - `FACTS`: its [`Facts`] (own options, whether a source may start without a secret);
+/// - `fn build(Setup) -> Result<Box<dyn Verifier>, OptionError>`: its verifier;
+/// - `fn parse(&Received, &mut Value, &Options) -> Result<Parsed, ParseError>`: module, event
+///   type and entity of one queued event (the worker's side);
+/// - `fn sign(&mut testkit::Request, &testkit::Key)`, with the `testkit` feature: makes a
+///   request genuine as the provider would, for the tests and the fuzz harness.
+///
+/// Free items rather than a trait: nothing is repeated per provider but what differs.
+/// `docs/adding-a-provider.md` walks through adding one.
+macro_rules! providers {
+    ($($variant:ident => $module:ident, $name:literal;)+) => {
+        /// The provider kinds hookline knows. Stored as their kebab-case name.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum ProviderKind {
+            $(#[serde(rename = $name)] $variant,)+
+        }
+
+        impl ProviderKind {
+            pub const ALL: &'static [ProviderKind] = &[$(ProviderKind::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(ProviderKind::$variant => $name,)+ }
+            }
+
+            /// What the provider's module says of itself.
+            pub fn facts(self) -> &'static Facts {
+                match self { $(ProviderKind::$variant => &$module::FACTS,)+ }
+            }
+
+            fn build(self, setup: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+                match self { $(ProviderKind::$variant => $module::build(setup),)+ }
+            }
+
+            /// Module, event type and entity of one event of this provider.
+            pub(crate) fn parse(
+                self,
+                r: &Received,
+                payload: &mut serde_json::Value,
+                options: &Options,
+            ) -> Result<Parsed, ParseError> {
+                match self { $(ProviderKind::$variant => $module::parse(r, payload, options),)+ }
+            }
+
+            /// Makes `req` genuine for a source of this provider holding `key` (see
+            /// [`testkit`]).
+            #[cfg(any(test, feature = "testkit"))]
+            pub fn sign(self, req: &mut testkit::Request, key: &testkit::Key<'_>) {
+                match self { $(ProviderKind::$variant => $module::sign(req, key),)+ }
+            }
+        }
+    };
+}
+
+providers! {
+    Github => github, "github";
+    Stripe => stripe, "stripe";
+    Slack => slack, "slack";
+    Shopify => shopify, "shopify";
+    StandardWebhooks => standard_webhooks, "standard-webhooks";
+    GenericHmac => generic_hmac, "generic-hmac";
+    Hubspot => hubspot, "hubspot";
+    Sendgrid => sendgrid, "sendgrid";
+    Salesforce => salesforce, "salesforce";
+    Notion => notion, "notion";
+    GooglePubsub => google_pubsub, "google-pubsub";
+    Paddle => paddle, "paddle";
+    Linear => linear, "linear";
+    Square => square, "square";
+    Intercom => intercom, "intercom";
+    Mailgun => mailgun, "mailgun";
+    Twilio => twilio, "twilio";
+    Gitlab => gitlab, "gitlab";
+    Zoho => zoho, "zoho";
+    Discord => discord, "discord";
+}
+
+/// What the registry needs to know of a provider besides its code.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts {
+    /// Source options of its own, beyond [`COMMON_OPTIONS`]; any other is refused.
+    pub options: &'static [&'static str],
+    /// Of those, the ones hookline writes itself (a Notion capture's arming, a token captured by
+    /// an older version): read by the verifier, refused from callers, kept across option updates.
+    pub internal_options: &'static [&'static str],
+    /// Whether a source may start without a secret (its key arrives later, or is public).
+    pub secret_optional: bool,
+}
+
+impl Facts {
+    /// A provider with no options of its own that needs a secret.
+    pub const PLAIN: Facts = Facts::options(&[]);
+
+    pub const fn options(options: &'static [&'static str]) -> Self {
+        Self {
+            options,
+            internal_options: &[],
+            secret_optional: false,
+        }
+    }
+}
+
+/// What a provider's `build` gets: the source's secrets and its options, already checked
+/// against the provider's option list and the common options.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    pub secrets: SecretSet,
+    pub options: &'a Options,
+    /// The `tolerance` option, else [`DEFAULT_TOLERANCE`].
+    pub tolerance: Duration,
+    /// The `tolerance` option when the source sets one (Paddle and Linear default to their own).
+    pub explicit_tolerance: Option<Duration>,
 }
 
 impl ProviderKind {
-    pub const ALL: &'static [ProviderKind] = &[
-        ProviderKind::Github,
-        ProviderKind::Stripe,
-        ProviderKind::Slack,
-        ProviderKind::Shopify,
-        ProviderKind::StandardWebhooks,
-        ProviderKind::GenericHmac,
-        ProviderKind::Hubspot,
-        ProviderKind::Sendgrid,
-        ProviderKind::Salesforce,
-        ProviderKind::Notion,
-        ProviderKind::GooglePubsub,
-        ProviderKind::Paddle,
-        ProviderKind::Linear,
-        ProviderKind::Square,
-        ProviderKind::Intercom,
-        ProviderKind::Mailgun,
-        ProviderKind::Twilio,
-        ProviderKind::Gitlab,
-        ProviderKind::Zoho,
-        ProviderKind::Discord,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Github => "github",
-            ProviderKind::Stripe => "stripe",
-            ProviderKind::Slack => "slack",
-            ProviderKind::Shopify => "shopify",
-            ProviderKind::StandardWebhooks => "standard-webhooks",
-            ProviderKind::GenericHmac => "generic-hmac",
-            ProviderKind::Hubspot => "hubspot",
-            ProviderKind::Sendgrid => "sendgrid",
-            ProviderKind::Salesforce => "salesforce",
-            ProviderKind::Notion => "notion",
-            ProviderKind::GooglePubsub => "google-pubsub",
-            ProviderKind::Paddle => "paddle",
-            ProviderKind::Linear => "linear",
-            ProviderKind::Square => "square",
-            ProviderKind::Intercom => "intercom",
-            ProviderKind::Mailgun => "mailgun",
-            ProviderKind::Twilio => "twilio",
-            ProviderKind::Gitlab => "gitlab",
-            ProviderKind::Zoho => "zoho",
-            ProviderKind::Discord => "discord",
-        }
-    }
-
     /// Whether a source may start without a secret: Notion's verification token arrives with
     /// Notion's first request and is captured then; Google Pub/Sub verifies with Google's public
     /// keys.
     pub fn secret_optional(self) -> bool {
-        matches!(self, ProviderKind::Notion | ProviderKind::GooglePubsub)
+        self.facts().secret_optional
     }
 
     /// Every kind's name, comma-separated (for messages).
@@ -455,13 +507,9 @@ impl SourceLimits {
     }
 }
 
-/// Options of `kind` that hookline writes itself (a Notion capture's arming, a token captured by
-/// an older version): read by the verifier, refused from callers, kept across option updates.
+/// Options of `kind` that hookline writes itself (see [`Facts::internal_options`]).
 pub fn internal_options(kind: ProviderKind) -> &'static [&'static str] {
-    match kind {
-        ProviderKind::Notion => notion::OPTIONS,
-        _ => &[],
-    }
+    kind.facts().internal_options
 }
 
 /// Builds the verifier for a source. Fails with a message naming the bad option (the common
@@ -472,92 +520,13 @@ pub fn build_verifier(
     options: &Options,
 ) -> Result<Box<dyn Verifier>, OptionError> {
     SourceLimits::parse(options)?;
-    let tolerance = util::duration_option(options, "tolerance")?.unwrap_or(DEFAULT_TOLERANCE);
-    Ok(match kind {
-        ProviderKind::Github => {
-            util::reject_unknown(kind, options, &[])?;
-            Box::new(github::Github::new(secrets))
-        }
-        ProviderKind::Stripe => {
-            util::reject_unknown(kind, options, &[])?;
-            Box::new(stripe::Stripe::new(secrets, tolerance))
-        }
-        ProviderKind::Slack => {
-            util::reject_unknown(kind, options, &[])?;
-            Box::new(slack::Slack::new(secrets, tolerance))
-        }
-        ProviderKind::Shopify => {
-            util::reject_unknown(kind, options, &[])?;
-            Box::new(shopify::Shopify::new(secrets))
-        }
-        ProviderKind::StandardWebhooks => {
-            util::reject_unknown(kind, options, &[])?;
-            Box::new(standard_webhooks::StandardWebhooks::new(
-                secrets, tolerance,
-            )?)
-        }
-        ProviderKind::GenericHmac => {
-            util::reject_unknown(kind, options, generic_hmac::OPTIONS)?;
-            Box::new(generic_hmac::GenericHmac::new(secrets, options, tolerance)?)
-        }
-        ProviderKind::Hubspot => {
-            util::reject_unknown(kind, options, hubspot::OPTIONS)?;
-            Box::new(hubspot::Hubspot::new(secrets, options, tolerance)?)
-        }
-        ProviderKind::Sendgrid => {
-            util::reject_unknown(kind, options, &[])?;
-            Box::new(sendgrid::Sendgrid::new(secrets, tolerance)?)
-        }
-        ProviderKind::Salesforce => {
-            util::reject_unknown(kind, options, salesforce::OPTIONS)?;
-            Box::new(salesforce::Salesforce::new(secrets, options)?)
-        }
-        ProviderKind::Notion => {
-            util::reject_unknown(kind, options, notion::OPTIONS)?;
-            Box::new(notion::Notion::new(secrets, options)?)
-        }
-        ProviderKind::GooglePubsub => {
-            util::reject_unknown(kind, options, google_pubsub::OPTIONS)?;
-            Box::new(google_pubsub::GooglePubsub::new(options)?)
-        }
-        ProviderKind::Paddle => {
-            util::reject_unknown(kind, options, &[])?;
-            let explicit = util::duration_option(options, "tolerance")?;
-            Box::new(paddle::Paddle::new(secrets, explicit))
-        }
-        ProviderKind::Linear => {
-            util::reject_unknown(kind, options, &[])?;
-            let explicit = util::duration_option(options, "tolerance")?;
-            Box::new(linear::Linear::new(secrets, explicit))
-        }
-        ProviderKind::Square => {
-            util::reject_unknown(kind, options, square::OPTIONS)?;
-            Box::new(square::Square::new(secrets, options)?)
-        }
-        ProviderKind::Intercom => {
-            util::reject_unknown(kind, options, &[])?;
-            Box::new(intercom::Intercom::new(secrets))
-        }
-        ProviderKind::Mailgun => {
-            util::reject_unknown(kind, options, &[])?;
-            Box::new(mailgun::Mailgun::new(secrets, tolerance))
-        }
-        ProviderKind::Twilio => {
-            util::reject_unknown(kind, options, twilio::OPTIONS)?;
-            Box::new(twilio::Twilio::new(secrets, options)?)
-        }
-        ProviderKind::Gitlab => {
-            util::reject_unknown(kind, options, &[])?;
-            Box::new(gitlab::Gitlab::new(secrets, tolerance)?)
-        }
-        ProviderKind::Zoho => {
-            util::reject_unknown(kind, options, zoho::OPTIONS)?;
-            Box::new(zoho::Zoho::new(secrets, options)?)
-        }
-        ProviderKind::Discord => {
-            util::reject_unknown(kind, options, &[])?;
-            Box::new(discord::Discord::new(secrets, tolerance)?)
-        }
+    let explicit_tolerance = util::duration_option(options, "tolerance")?;
+    util::reject_unknown(kind, options, kind.facts().options)?;
+    kind.build(Setup {
+        secrets,
+        options,
+        tolerance: explicit_tolerance.unwrap_or(DEFAULT_TOLERANCE),
+        explicit_tolerance,
     })
 }
 
@@ -577,5 +546,69 @@ pub fn check_timestamp(
         Err(VerifyError::Stale)
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The provider names in the first cell of each row of the README's table under `header`:
+    /// its comma-separated items, each a name, bare or in backticks, perhaps followed by a
+    /// qualifier (`` `gitlab` (signing token) ``).
+    fn readme_names<'a>(readme: &'a str, header: &str) -> Vec<&'a str> {
+        let mut lines = readme.lines().skip_while(|l| !l.starts_with(header));
+        assert!(lines.next().is_some(), "README has no table `{header}…`");
+        lines
+            .skip(1)
+            .take_while(|l| l.starts_with('|'))
+            .flat_map(|row| row.split('|').nth(1).unwrap_or("").split(','))
+            .map(|item| {
+                let item = item.trim();
+                match item.strip_prefix('`') {
+                    Some(quoted) => quoted.split('`').next().unwrap_or(""),
+                    None => item,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_tables_name_every_provider_and_no_other() {
+        let readme = include_str!("../../../README.md");
+        let tables = [
+            ("| kind | signature |", "Providers"),
+            ("| provider | module | event type | entity id |", "Parsing"),
+            ("| provider | a captured request replayed… |", "replays"),
+        ];
+        for (header, table) in tables {
+            let named = readme_names(readme, header);
+            for name in &named {
+                assert!(
+                    name.parse::<ProviderKind>().is_ok(),
+                    "README's {table} table names `{name}`, which is not a registered provider"
+                );
+            }
+            for kind in ProviderKind::ALL {
+                assert!(
+                    named.iter().any(|n| *n == kind.as_str()),
+                    "README's {table} table has no row for `{kind}`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for kind in ProviderKind::ALL {
+            assert_eq!(kind.as_str().parse::<ProviderKind>().ok(), Some(*kind));
+            let json = serde_json::to_string(kind).expect("a name");
+            assert_eq!(
+                json,
+                format!("\"{kind}\""),
+                "serde uses the registry's name"
+            );
+        }
+        assert!("nope".parse::<ProviderKind>().is_err());
     }
 }

@@ -17,10 +17,17 @@
 
 use std::time::SystemTime;
 
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, dotted};
+
 use super::{
-    Disposition, OptionError, Options, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    constant_time_eq, hmac_sha256,
+    Disposition, Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier,
+    VerifyError, constant_time_eq, hmac_sha256,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, hex_hmac};
 
 /// `verification_token`: a token captured before captures were sealed (read, never written).
 /// `capture_armed_until`: RFC 3339 time until which Notion's verification request is captured.
@@ -136,10 +143,37 @@ impl Verifier for Notion {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: the first segment of `type` (`page` from `page.content_updated`); entity: the
+/// page, database or comment (`entity.id`).
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    dotted(payload, "/type", "/entity/id")
+}
+
+/// The source starts without a secret (its token is captured); the options are hookline's.
+pub const FACTS: Facts = Facts {
+    options: OPTIONS,
+    internal_options: OPTIONS,
+    secret_optional: true,
+};
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Notion::new(s.secrets, s.options)?))
+}
+
+/// `X-Notion-Signature: sha256=<hex HMAC-SHA256(verification token, body)>`.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let sig = hex_hmac(key.bytes(), &[&req.body]);
+    req.set(SIGNATURE, format!("sha256={sig}"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::providers::Headers;
+    use crate::providers::ProviderKind;
     use crate::secret::Secret;
     use proptest::prelude::*;
 
@@ -253,5 +287,17 @@ mod tests {
                 prop_assert!(check(&v, Some(sig), BODY.as_bytes()).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_the_entity_of_an_event() {
+        let e = crate::event::parse_json(ProviderKind::Notion, BODY.as_bytes());
+        assert_eq!(e, "page page.created 153104cd-477e-809d-8dc4-ff2d96ae3090");
+        let updated = br#"{"id":"0f5b1c2e-8f43-4a6e-b9d4-5a9e2c4f7b11","timestamp":"2024-12-05T19:49:36.997Z","workspace_id":"13950b26-c203-4f3b-b97d-93ec06319565","subscription_id":"29d75c0d-5546-4414-8459-7b7a92f1fc4b","integration_id":"0ef2e755-4912-8096-91c1-00376a88a5ca","type":"page.content_updated","authors":[{"id":"c7c11cca-1d73-471d-9b6e-bdef51470190","type":"person"}],"attempt_number":1,"entity":{"id":"153104cd-477e-80ec-b2ee-e2e6d09b6e4c","type":"page"},"data":{"parent":{"id":"13950b26-c203-4f3b-b97d-93ec06319565","type":"space"},"updated_blocks":[{"id":"153104cd-477e-80e6-9d4c-e3b0b0e5b9ab","type":"block"}]}}"#;
+        let e = crate::event::parse_json(ProviderKind::Notion, updated);
+        assert_eq!(
+            e,
+            "page page.content_updated 153104cd-477e-80ec-b2ee-e2e6d09b6e4c"
+        );
     }
 }

@@ -8,10 +8,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, dotted};
+
 use super::{
-    RawRequest, SecretSet, Verified, Verifier, VerifyError, check_timestamp, constant_time_eq,
-    hmac_sha256,
+    Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier, VerifyError,
+    check_timestamp, constant_time_eq, hmac_sha256,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, hex_hmac, item};
 
 /// Paddle's SDKs' default `maximumVariance`.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5);
@@ -85,10 +92,34 @@ impl Verifier for Paddle {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: the first segment of `event_type` (`transaction` from `transaction.completed`);
+/// entity: `data.id`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    dotted(payload, "/event_type", "/data/id")
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Paddle::new(s.secrets, s.explicit_tolerance)))
+}
+
+/// `Paddle-Signature: ts=<ts>;h1=<hex HMAC-SHA256(secret, "<ts>:<body>")>`; keeps a `ts=` the
+/// request already has.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let ts = item(req.header(SIGNATURE), ';', "ts").unwrap_or_else(|| key.now.to_string());
+    let sig = hex_hmac(key.bytes(), &[ts.as_bytes(), b":", &req.body]);
+    req.set(SIGNATURE, format!("ts={ts};h1={sig}"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::providers::Headers;
+    use crate::providers::ProviderKind;
     use crate::secret::Secret;
     use proptest::prelude::*;
 
@@ -157,5 +188,21 @@ mod tests {
                 prop_assert!(check(&header, BODY.as_bytes(), 1691748080).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_the_entity_family() {
+        let e = crate::event::parse_json(ProviderKind::Paddle, BODY.as_bytes());
+        assert_eq!(
+            e,
+            "transaction transaction.completed txn_01h7fbhv4e6c6k5xq5ahwkhd7z"
+        );
+        // Paddle Billing's `subscription.created` (developer.paddle.com, webhooks reference).
+        let created = br#"{"event_id":"evt_01hv8x4d0esd0j8cxcdz1pspwz","event_type":"subscription.created","occurred_at":"2024-04-12T10:18:49.621022Z","notification_id":"ntf_01hv8x4d4rgk9cbbakeqbbnqnz","data":{"id":"sub_01hv8x29kz0t586xy6zn1a62ny","status":"active","customer_id":"ctm_01hv6y1jedq4p1n0yqn5ba3ky4","address_id":"add_01hv8gq3318ktkfengj2r75gfx","currency_code":"USD","transaction_id":"txn_01hv8wptq8987qeep44cyrewp9"}}"#;
+        let e = crate::event::parse_json(ProviderKind::Paddle, created);
+        assert_eq!(
+            e,
+            "subscription subscription.created sub_01hv8x29kz0t586xy6zn1a62ny"
+        );
     }
 }

@@ -20,10 +20,15 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 use serde_json::{Map, Value};
 
+use crate::event::{ParseError, Parsed, Received, scalar_at, str_at};
+
 use super::{
-    Disposition, HandshakeResponse, OptionError, Options, Part, ProviderKind, RawRequest,
-    SecretSet, Verified, Verifier, VerifyError, constant_time_eq,
+    Disposition, Facts, HandshakeResponse, OptionError, Options, Part, ProviderKind, RawRequest,
+    SecretSet, Setup, Verified, Verifier, VerifyError, constant_time_eq,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request};
 
 pub const OPTIONS: &[&str] = &["organization_ids"];
 
@@ -94,7 +99,7 @@ struct Notification {
     fields: Map<String, Value>,
 }
 
-fn parse(xml: &str) -> Result<Envelope, &'static str> {
+fn parse_envelope(xml: &str) -> Result<Envelope, &'static str> {
     let mut reader = Reader::from_str(xml);
     reader.config_mut().trim_text(true);
     let mut path: Vec<String> = Vec::new();
@@ -223,7 +228,7 @@ impl Verifier for Salesforce {
         }
         let xml = std::str::from_utf8(req.body)
             .map_err(|_| VerifyError::InvalidPayload("body is not UTF-8"))?;
-        let env = parse(xml).map_err(VerifyError::InvalidPayload)?;
+        let env = parse_envelope(xml).map_err(VerifyError::InvalidPayload)?;
         let org = env.organization_id.get(..15).unwrap_or_default();
         if !self.organizations.iter().any(|o| o == org) {
             // Authenticated by token but from an organization this source does not serve.
@@ -264,6 +269,38 @@ impl Verifier for Salesforce {
     fn forwarded_headers(&self) -> &'static [&'static str] {
         &[]
     }
+}
+
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// One notification, as the ingress made it: the sObject type is the module
+/// (`Opportunity`, `Opportunity.notification`), its `Id` the entity.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let t = str_at(payload, "/sobject_type")
+        .filter(|t| !t.is_empty())
+        .ok_or(ParseError::MissingField("sobject_type"))?;
+    Ok(Parsed::new(
+        t,
+        format!("{t}.notification"),
+        scalar_at(payload, "/sobject/Id"),
+    ))
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Salesforce::new(s.secrets, s.options)?))
+}
+
+/// `?token=<secret>` in the endpoint URL, percent-encoded as the README says to paste it.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let token: String = form_urlencoded::byte_serialize(key.bytes()).collect();
+    let (base, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+    req.path = match query {
+        "" => format!("{base}?token={token}"),
+        q => format!("{base}?token={token}&{q}"),
+    };
 }
 
 #[cfg(test)]
@@ -422,5 +459,13 @@ mod tests {
             let path = format!("/webhooks/sf?token={token}");
             prop_assert!(check(&verifier(), &path, "text/xml", MESSAGE.as_bytes()).is_err());
         }
+    }
+
+    #[test]
+    fn parses_one_notification() {
+        // What the ingress makes of one `Notification` of Salesforce's Outbound Message.
+        let body = br#"{"organization_id":"00D000000000062","action_id":"04k000000000001","notification_id":"04l000000000001","sobject_type":"Opportunity","sobject":{"Id":"006D000000Bl6HbIAJ","Name":"Acme - 200 widgets","StageName":"Closed Won"}}"#;
+        let e = crate::event::parse_json(ProviderKind::Salesforce, body);
+        assert_eq!(e, "Opportunity Opportunity.notification 006D000000Bl6HbIAJ");
     }
 }

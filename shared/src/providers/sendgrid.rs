@@ -23,11 +23,17 @@ use base64::engine::general_purpose::STANDARD as B64;
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, required, scalar_at};
 
 use super::{
-    OptionError, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    check_timestamp,
+    Facts, OptionError, Options, ProviderKind, RawRequest, SecretSet, Setup, Verified, Verifier,
+    VerifyError, check_timestamp,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, b64, seed};
 
 const SIGNATURE: &str = "x-twilio-email-event-webhook-signature";
 const TIMESTAMP: &str = "x-twilio-email-event-webhook-timestamp";
@@ -105,6 +111,53 @@ impl Verifier for Sendgrid {
     fn forwarded_headers(&self) -> &'static [&'static str] {
         &[]
     }
+}
+
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// One event (the ingress split the array): module `delivery` (processed, dropped, delivered,
+/// deferred, bounce) or `engagement` (open, click, spamreport, unsubscribes), as SendGrid
+/// groups them; event type: the event name; entity: the message (`sg_message_id`).
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let event = required(payload, "/event", "event")?;
+    let module = match event {
+        "processed" | "dropped" | "delivered" | "deferred" | "bounce" => "delivery",
+        _ => "engagement",
+    };
+    Ok(Parsed::new(
+        module,
+        event,
+        scalar_at(payload, "/sg_message_id"),
+    ))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Sendgrid::new(s.secrets, s.tolerance)?))
+}
+
+/// base64 DER ECDSA P-256/SHA-256 over timestamp + body, with the private key [`public_key`]
+/// belongs to.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    use p256::ecdsa::signature::Signer as _;
+    let ts = req.timestamp(TIMESTAMP, key.now);
+    let signing = p256::ecdsa::SigningKey::from_slice(&seed(key.secret)).expect("a P-256 scalar");
+    let sig: p256::ecdsa::DerSignature = signing.sign(&[ts.as_bytes(), &req.body].concat());
+    req.set(SIGNATURE, b64(sig.as_bytes()));
+}
+
+/// The verification key (base64 DER) a source holds for requests [`sign`]ed with `secret`.
+#[cfg(any(test, feature = "testkit"))]
+pub fn public_key(secret: &str) -> String {
+    use p256::pkcs8::EncodePublicKey as _;
+    let signing = p256::ecdsa::SigningKey::from_slice(&seed(secret)).expect("a P-256 scalar");
+    let der = signing
+        .verifying_key()
+        .to_public_key_der()
+        .expect("a DER public key");
+    b64(der.as_bytes())
 }
 
 #[cfg(test)]
@@ -233,5 +286,22 @@ mod tests {
             der[j] ^= flip;
             prop_assert!(check(&v, &B64.encode(der), BODY.as_bytes(), at(1600112502)).is_err());
         }
+    }
+
+    #[test]
+    fn parses_delivery_and_engagement_events() {
+        // Events of SendGrid's Event Webhook reference.
+        let delivered = br#"{"email":"example@test.com","timestamp":1513299569,"smtp-id":"<14c5d75ce93.dfd.64b469@ismtpd-555>","event":"delivered","category":"cat facts","sg_event_id":"rWVYmVk90MjZJ9iohOBa3w==","sg_message_id":"14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0","response":"250 OK"}"#;
+        let e = crate::event::parse_json(ProviderKind::Sendgrid, delivered);
+        assert_eq!(
+            e,
+            "delivery delivered 14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"
+        );
+        let open = br#"{"email":"example@test.com","timestamp":1513299569,"event":"open","sg_event_id":"FOTFFO0ecsBE-zxFXfs6WA==","sg_message_id":"14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0","useragent":"Mozilla/4.0","ip":"255.255.255.255"}"#;
+        let e = crate::event::parse_json(ProviderKind::Sendgrid, open);
+        assert_eq!(
+            e,
+            "engagement open 14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"
+        );
     }
 }

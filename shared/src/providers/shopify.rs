@@ -10,11 +10,17 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, scalar_at};
 
 use super::{
-    RawRequest, SecretSet, Verified, Verifier, VerifyError, body_hash_key, constant_time_eq,
-    hmac_sha256,
+    Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier, VerifyError,
+    body_hash_key, constant_time_eq, hmac_sha256,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, b64_hmac};
 
 #[derive(Debug)]
 pub struct Shopify {
@@ -65,9 +71,40 @@ impl Verifier for Shopify {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module and event type from `X-Shopify-Topic` (`orders/create` → `orders`, `orders.create`);
+/// entity: the resource's `id`.
+pub fn parse(r: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let topic = r
+        .forwarded("x-shopify-topic")
+        .or(r.event_type.as_deref())
+        .ok_or(ParseError::MissingField("x-shopify-topic"))?;
+    let (module, action) = topic.split_once('/').unwrap_or((topic, ""));
+    let event_type = match action {
+        "" => module.to_owned(),
+        action => format!("{module}.{}", action.replace('/', ".")),
+    };
+    Ok(Parsed::new(module, event_type, scalar_at(payload, "/id")))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Shopify::new(s.secrets)))
+}
+
+/// `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(secret, body)>`.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let sig = b64_hmac(key.bytes(), &[&req.body]);
+    req.set(SIGNATURE, sig);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::ProviderKind;
     use crate::providers::{Headers, SecretEntry};
     use crate::secret::Secret;
     use proptest::prelude::*;
@@ -166,5 +203,19 @@ mod tests {
                 prop_assert!(shopify().verify(&req(&h, BODY), SystemTime::now()).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_the_topic() {
+        let topic = [("x-shopify-topic", "orders/create")];
+        let body = br##"{"id":820982911946154508,"email":"jon@example.com","name":"#9999"}"##;
+        let e = crate::event::parse_for_test(
+            ProviderKind::Shopify,
+            "application/json",
+            &topic,
+            &[],
+            body,
+        );
+        assert_eq!(e.as_deref(), Ok("orders orders.create 820982911946154508"));
     }
 }

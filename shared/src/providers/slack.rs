@@ -8,10 +8,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, joined, scalar_at, str_at};
+
 use super::{
-    Disposition, HandshakeResponse, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    check_timestamp, constant_time_eq, hmac_sha256,
+    Disposition, Facts, HandshakeResponse, OptionError, Options, RawRequest, SecretSet, Setup,
+    Verified, Verifier, VerifyError, check_timestamp, constant_time_eq, hmac_sha256,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, hex_hmac};
 
 #[derive(Debug)]
 pub struct Slack {
@@ -108,9 +115,52 @@ impl Verifier for Slack {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Events API: module `event.type`, event type with its `subtype`, entity the channel; slash
+/// commands: module `command`, `command.<name>`; interactivity: its `type`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    if let Some(t) = str_at(payload, "/event/type") {
+        let entity = scalar_at(payload, "/event/channel")
+            .or_else(|| scalar_at(payload, "/event/item/channel"));
+        return Ok(Parsed::new(
+            t,
+            joined(t, str_at(payload, "/event/subtype")),
+            entity,
+        ));
+    }
+    if let Some(command) = str_at(payload, "/command") {
+        return Ok(Parsed::new(
+            "command",
+            format!("command.{}", command.trim_start_matches('/')),
+            scalar_at(payload, "/channel_id"),
+        ));
+    }
+    if let Some(t) = str_at(payload, "/payload/type").or_else(|| str_at(payload, "/type")) {
+        return Ok(Parsed::new(t, t, None));
+    }
+    Err(ParseError::MissingField("event.type"))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Slack::new(s.secrets, s.tolerance)))
+}
+
+/// `X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:<ts>:<body>")>` with
+/// `X-Slack-Request-Timestamp` (kept when the request has one).
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let ts = req.timestamp(TIMESTAMP, key.now);
+    let sig = hex_hmac(key.bytes(), &[b"v0:", ts.as_bytes(), b":", &req.body]);
+    req.set(SIGNATURE, format!("v0={sig}"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::ProviderKind;
     use crate::providers::{Headers, SecretEntry};
     use crate::secret::Secret;
     use proptest::prelude::*;
@@ -244,5 +294,16 @@ mod tests {
                 prop_assert!(slack().verify(&req(&h, BODY), at(TS)).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_events_and_slash_commands() {
+        let event = br#"{"token":"XXYYZZ","team_id":"T123ABC456","type":"event_callback","event_id":"Ev123ABC456","event":{"type":"message","subtype":"channel_join","channel":"C123ABC456","user":"U123ABC456"}}"#;
+        let e = crate::event::parse_json(ProviderKind::Slack, event);
+        assert_eq!(e, "message message.channel_join C123ABC456");
+        let command = b"token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T0001&channel_id=C2147483705&user_id=U2147483697&command=%2Fweather&text=94070";
+        let form = "application/x-www-form-urlencoded";
+        let e = crate::event::parse_for_test(ProviderKind::Slack, form, &[], &[], command);
+        assert_eq!(e.as_deref(), Ok("command command.weather C2147483705"));
     }
 }

@@ -10,11 +10,17 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, dotted};
 
 use super::{
-    OptionError, Options, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    constant_time_eq, hmac_sha256,
+    Facts, OptionError, Options, ProviderKind, RawRequest, SecretSet, Setup, Verified, Verifier,
+    VerifyError, constant_time_eq, hmac_sha256,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, b64_hmac};
 
 pub const OPTIONS: &[&str] = &["public_url"];
 const SIGNATURE: &str = "x-square-hmacsha256-signature";
@@ -65,6 +71,27 @@ impl Verifier for Square {
     fn forwarded_headers(&self) -> &'static [&'static str] {
         &[]
     }
+}
+
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: the first segment of `type` (`payment` from `payment.updated`); entity: `data.id`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    dotted(payload, "/type", "/data/id")
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Square::new(s.secrets, s.options)?))
+}
+
+/// `x-square-hmacsha256-signature: <base64 HMAC-SHA256(signature key, public_url + body)>`.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let url = key.option("public_url").as_bytes();
+    let sig = b64_hmac(key.bytes(), &[url, &req.body]);
+    req.set(SIGNATURE, sig);
 }
 
 #[cfg(test)]
@@ -125,5 +152,13 @@ mod tests {
                 prop_assert!(check(URL, sig, BODY.as_bytes()).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_the_event_type_family() {
+        // Square's `payment.updated` (developer.squareup.com, webhooks reference).
+        let body = br#"{"merchant_id":"6SSW7HV8K2ST5","type":"payment.updated","event_id":"6a8f5f28-54a1-4eb0-a98a-3111513fd4fc","created_at":"2020-02-06T21:27:34.308Z","data":{"type":"payment","id":"KkAkhdMsgzn59SM8A89WgKwekxLZY","object":{"payment":{"id":"KkAkhdMsgzn59SM8A89WgKwekxLZY","status":"COMPLETED"}}}}"#;
+        let e = crate::event::parse_json(ProviderKind::Square, body);
+        assert_eq!(e, "payment payment.updated KkAkhdMsgzn59SM8A89WgKwekxLZY");
     }
 }

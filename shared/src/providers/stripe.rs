@@ -8,10 +8,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
+
+use crate::event::{ParseError, Parsed, Received, required, scalar_at};
+
 use super::{
-    RawRequest, SecretSet, Verified, Verifier, VerifyError, check_timestamp, constant_time_eq,
-    hmac_sha256,
+    Facts, OptionError, Options, RawRequest, SecretSet, Setup, Verified, Verifier, VerifyError,
+    check_timestamp, constant_time_eq, hmac_sha256,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request, hex_hmac, item};
 
 #[derive(Debug)]
 pub struct Stripe {
@@ -82,9 +89,39 @@ impl Verifier for Stripe {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: the object family, all of `type` but its last segment (`customer.subscription` from
+/// `customer.subscription.created`); event type: `type`; entity: `data.object.id`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let t = required(payload, "/type", "type")?;
+    let module = t.rsplit_once('.').map_or(t, |(m, _)| m);
+    Ok(Parsed::new(
+        module,
+        t,
+        scalar_at(payload, "/data/object/id"),
+    ))
+}
+
+pub const FACTS: Facts = Facts::PLAIN;
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Stripe::new(s.secrets, s.tolerance)))
+}
+
+/// `Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret as-is, "<ts>.<body>")>`; keeps a `t=`
+/// the request already has.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let ts = item(req.header(SIGNATURE), ',', "t").unwrap_or_else(|| key.now.to_string());
+    let sig = hex_hmac(key.bytes(), &[ts.as_bytes(), b".", &req.body]);
+    req.set(SIGNATURE, format!("t={ts},v1={sig}"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::ProviderKind;
     use crate::providers::{Headers, SecretEntry};
     use crate::secret::Secret;
     use proptest::prelude::*;
@@ -229,5 +266,18 @@ mod tests {
                 prop_assert!(stripe().verify(&req(&h, BODY), at(TS)).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_the_object_family() {
+        let body = br#"{"id":"evt_1","object":"event","type":"customer.subscription.created","data":{"object":{"id":"sub_1","object":"subscription"}}}"#;
+        let e = crate::event::parse_json(ProviderKind::Stripe, body);
+        assert_eq!(
+            e,
+            "customer.subscription customer.subscription.created sub_1"
+        );
+        let e =
+            crate::event::parse_for_test(ProviderKind::Stripe, "application/json", &[], &[], b"{}");
+        assert_eq!(e, Err(ParseError::MissingField("type")));
     }
 }

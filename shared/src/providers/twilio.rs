@@ -22,12 +22,18 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::Value;
 use sha2::Digest as _;
 
+use crate::event::{ParseError, Parsed, Received, str_at};
+
 use super::{
-    OptionError, Options, ProviderKind, RawRequest, SecretSet, Verified, Verifier, VerifyError,
-    body_hash_key, constant_time_eq, hmac_sha1,
+    Facts, OptionError, Options, ProviderKind, RawRequest, SecretSet, Setup, Verified, Verifier,
+    VerifyError, body_hash_key, constant_time_eq, hmac_sha1,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request};
 
 pub const OPTIONS: &[&str] = &["public_url"];
 const SIGNATURE: &str = "x-twilio-signature";
@@ -132,6 +138,82 @@ impl Verifier for Twilio {
     fn forwarded_headers(&self) -> &'static [&'static str] {
         &["i-twilio-idempotency-token"]
     }
+}
+
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// The form fields of a status callback or an incoming message: `message.delivered`
+/// (`MessageStatus`), `message.received` (an inbound SMS), `call.completed` (`CallStatus`),
+/// `recording.completed`; the entity is the resource's SID.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let field = |name: &str| str_at(payload, &format!("/{name}"));
+    let (module, sid, status) = if let Some(sid) = field("RecordingSid") {
+        ("recording", Some(sid), field("RecordingStatus"))
+    } else if let Some(sid) = field("MessageSid").or(field("SmsSid")) {
+        let status = field("MessageStatus").or(field("SmsStatus"));
+        ("message", Some(sid), status)
+    } else if let Some(sid) = field("CallSid") {
+        ("call", Some(sid), field("CallStatus"))
+    } else {
+        ("twilio", None, None)
+    };
+    let event_type = match status {
+        Some(s) => format!("{module}.{}", s.to_ascii_lowercase()),
+        None => module.to_owned(),
+    };
+    Ok(Parsed::new(module, event_type, sid.map(str::to_owned)))
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Twilio::new(s.secrets, s.options)?))
+}
+
+/// `X-Twilio-Signature: <base64 HMAC-SHA1(auth token, URL + sorted form parameters)>`, the URL
+/// being `public_url` with the query the request has; with `bodySHA256` in that query, the
+/// hash is made right for the body and the URL alone is signed.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let query = req.query().to_owned();
+    let has_hash = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "bodySHA256");
+    let query = if has_hash {
+        let hash = hex::encode(sha2::Sha256::digest(&req.body));
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            out.append_pair(&k, if k == "bodySHA256" { &hash } else { &v });
+        }
+        let q = out.finish();
+        let base = req
+            .path
+            .split_once('?')
+            .map_or(req.path.as_str(), |(b, _)| b);
+        req.path = format!("{base}?{q}");
+        q
+    } else {
+        query
+    };
+    let url = key.option("public_url");
+    let mut signed = if query.is_empty() {
+        url.to_owned()
+    } else {
+        format!("{url}?{query}")
+    };
+    let form = req
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if !has_hash && form {
+        let mut params: Vec<(String, String)> =
+            form_urlencoded::parse(&req.body).into_owned().collect();
+        params.sort();
+        params.dedup();
+        for (k, v) in params {
+            signed.push_str(&k);
+            signed.push_str(&v);
+        }
+    }
+    let sig = B64.encode(hmac_sha1(key.bytes(), &[signed.as_bytes()]));
+    req.set(SIGNATURE, sig);
 }
 
 #[cfg(test)]
@@ -313,5 +395,26 @@ mod tests {
                 prop_assert!(check("https://mycompany.com/myapp.php", "/webhooks/tw?foo=1&bar=2", FORM_CT, sig, FORM.as_bytes()).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_status_callbacks_and_incoming_messages() {
+        let form = "application/x-www-form-urlencoded";
+        // A message status callback, as Twilio's messaging docs list its parameters.
+        let status = b"AccountSid=AC00000000000000000000000000000001&MessageSid=SM0123456789abcdef0123456789abcdef&MessageStatus=delivered&From=%2B14155550100&To=%2B14155550199&ApiVersion=2010-04-01";
+        let e = crate::event::parse_for_test(ProviderKind::Twilio, form, &[], &[], status);
+        assert_eq!(
+            e.as_deref(),
+            Ok("message message.delivered SM0123456789abcdef0123456789abcdef")
+        );
+        // The voice docs' example request (the same as the verifier's vector).
+        let e = crate::event::parse_for_test(ProviderKind::Twilio, form, &[], &[], FORM.as_bytes());
+        assert_eq!(e.as_deref(), Ok("call call CA1234567890ABCDE"));
+        let recording = b"AccountSid=AC1&CallSid=CA1&RecordingSid=RE557ce644e5ab84fa21cc21112e22c485&RecordingStatus=completed&RecordingDuration=6";
+        let e = crate::event::parse_for_test(ProviderKind::Twilio, form, &[], &[], recording);
+        assert_eq!(
+            e.as_deref(),
+            Ok("recording recording.completed RE557ce644e5ab84fa21cc21112e22c485")
+        );
     }
 }

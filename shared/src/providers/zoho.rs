@@ -11,10 +11,15 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
+use crate::event::{ParseError, Parsed, Received, required, scalar_at, str_at};
+
 use super::{
-    Disposition, OptionError, Options, Part, ProviderKind, RawRequest, SecretSet, Verified,
-    Verifier, VerifyError, constant_time_eq,
+    Disposition, Facts, OptionError, Options, Part, ProviderKind, RawRequest, SecretSet, Setup,
+    Verified, Verifier, VerifyError, constant_time_eq,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+use super::testkit::{Key, Request};
 
 pub const OPTIONS: &[&str] = &["channel_id"];
 
@@ -97,6 +102,40 @@ impl Verifier for Zoho {
     }
 }
 
+// The registry's items (see `providers!` in `mod.rs`).
+
+/// Module: the CRM module (`Leads`); event type: with the `operation` (`Leads.insert`);
+/// entity: the first of the `ids`.
+pub fn parse(_: &Received, payload: &mut Value, _: &Options) -> Result<Parsed, ParseError> {
+    let module = required(payload, "/module", "module")?;
+    let operation = str_at(payload, "/operation").unwrap_or("notification");
+    let event_type = format!("{module}.{operation}");
+    Ok(Parsed::new(
+        module,
+        event_type,
+        scalar_at(payload, "/ids/0"),
+    ))
+}
+
+pub const FACTS: Facts = Facts::options(OPTIONS);
+
+pub fn build(s: Setup<'_>) -> Result<Box<dyn Verifier>, OptionError> {
+    Ok(Box::new(Zoho::new(s.secrets, s.options)?))
+}
+
+/// The `token` (the secret) in the body, with the source's `channel_id` unless the body names
+/// one.
+#[cfg(any(test, feature = "testkit"))]
+pub fn sign(req: &mut Request, key: &Key<'_>) {
+    let Some(mut body) = req.json_object() else {
+        return;
+    };
+    body.insert("token".into(), key.secret.into());
+    body.entry("channel_id")
+        .or_insert_with(|| key.option("channel_id").into());
+    req.body = Value::Object(body).to_string().into_bytes();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +200,11 @@ mod tests {
                 prop_assert!(check(BODY.replace("TOKEN1", token).as_bytes()).is_err());
             }
         }
+    }
+
+    #[test]
+    fn parses_module_operation_and_record() {
+        let e = crate::event::parse_json(ProviderKind::Zoho, BODY.as_bytes());
+        assert_eq!(e, "Leads Leads.insert 3000000117015");
     }
 }
