@@ -186,7 +186,8 @@ mod tests {
             assert_eq!(t.admit(), None);
         }
         // A second later the next one is written, with the 49 it left out.
-        t.last_ms.fetch_sub(Throttle::EVERY.as_millis() as u64, Relaxed);
+        t.last_ms
+            .fetch_sub(Throttle::EVERY.as_millis() as u64, Relaxed);
         assert_eq!(t.admit(), Some(49));
         assert_eq!(t.admit(), None);
     }

@@ -18,7 +18,8 @@ use tracing::Instrument;
 use crate::dedup::{Decision, DedupError};
 use crate::error::ApiError;
 use crate::internal_events::{
-    ClaimFailed, DuplicateAnswered, PublishConfirmed, PublishFailed, RequestAnswered, VerificationFailed,
+    ClaimFailed, DuplicateAnswered, PublishConfirmed, PublishFailed, RequestAnswered,
+    VerificationFailed,
 };
 use crate::sources::{CachedSource, Lookup};
 use crate::state::{AppState, BodyLimits};
