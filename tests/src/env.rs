@@ -181,6 +181,27 @@ impl TestEnv {
             .to_owned()
     }
 
+    /// `sources add --provider <provider> --tenant <tenant> --id <id>` with `secret` on stdin.
+    pub async fn add_source_as(&self, provider: &str, tenant: &str, id: &str, secret: &str) {
+        self.cli_with(
+            &[
+                "sources",
+                "add",
+                "--provider",
+                provider,
+                "--tenant",
+                tenant,
+                "--id",
+                id,
+                "--secret-stdin",
+            ],
+            Some(secret),
+            &[],
+        )
+        .await
+        .ok();
+    }
+
     /// Starts `hookline-ingress` and waits until it listens.
     pub async fn ingress(&self) -> Server {
         self.named_ingress("ingress").await

@@ -41,23 +41,7 @@ async fn call(
 }
 
 async fn add_source(env: &TestEnv, id: &str, tenant: &str) {
-    env.cli_with(
-        &[
-            "sources",
-            "add",
-            "--provider",
-            "github",
-            "--tenant",
-            tenant,
-            "--id",
-            id,
-            "--secret-stdin",
-        ],
-        Some("s3cret"),
-        &[],
-    )
-    .await
-    .ok();
+    env.add_source_as("github", tenant, id, "s3cret").await;
 }
 
 async fn insert_event(env: &TestEnv, id: Uuid, source: &str, tenant: &str, event_type: &str) {

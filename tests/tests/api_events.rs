@@ -40,23 +40,7 @@ async fn get_json(api: &Server, path: &str, key: &str) -> Value {
 }
 
 async fn github_source(env: &TestEnv, id: &str, tenant: &str) {
-    env.cli_with(
-        &[
-            "sources",
-            "add",
-            "--provider",
-            "github",
-            "--tenant",
-            tenant,
-            "--id",
-            id,
-            "--secret-stdin",
-        ],
-        Some(SECRET),
-        &[],
-    )
-    .await
-    .ok();
+    env.add_source_as("github", tenant, id, SECRET).await;
 }
 
 /// `(handler, attempt, outcome, http_status)` of an attempt list.

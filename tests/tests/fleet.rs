@@ -53,23 +53,8 @@ retry = {{ max_attempts = 5, schedule = ["200ms"] }}
         ),
     );
     env.set("HOOKLINE_ROUTES", &routes);
-    env.cli_with(
-        &[
-            "sources",
-            "add",
-            "--provider",
-            "github",
-            "--tenant",
-            "acme",
-            "--id",
-            "fleet-gh",
-            "--secret-stdin",
-        ],
-        Some(SECRET),
-        &[],
-    )
-    .await
-    .ok();
+    env.add_source_as("github", "acme", "fleet-gh", SECRET)
+        .await;
     let ingresses = [
         env.named_ingress("ingress-a").await,
         env.named_ingress("ingress-b").await,

@@ -30,23 +30,7 @@ async fn key(env: &TestEnv, scopes: &[&str], tenant: Option<&str>) -> String {
 }
 
 async fn github_source(env: &TestEnv, id: &str, tenant: &str) {
-    env.cli_with(
-        &[
-            "sources",
-            "add",
-            "--provider",
-            "github",
-            "--tenant",
-            tenant,
-            "--id",
-            id,
-            "--secret-stdin",
-        ],
-        Some(SECRET),
-        &[],
-    )
-    .await
-    .ok();
+    env.add_source_as("github", tenant, id, SECRET).await;
 }
 
 /// Posts a GitHub delivery; returns the event id.

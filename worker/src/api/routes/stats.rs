@@ -176,19 +176,22 @@ async fn sources(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let accepted = counts(store::accepted(&state.pool, &ids, since).await?);
-    let stored = counts(store::stored(&state.pool, &ids, since).await?);
-    let dead = counts(store::dead(&state.pool, &ids, since).await?);
+    // Five independent queries, each on its own pooled connection: the answer takes as long as
+    // the slowest, not their sum.
+    let (accepted, stored, dead, outcomes, by_source) = futures::try_join!(
+        store::accepted(&state.pool, &ids, since),
+        store::stored(&state.pool, &ids, since),
+        store::dead(&state.pool, &ids, since),
+        store::outcomes(&state.pool, &ids, since),
+        store::by_source(&state.pool, Some(&tenants), since),
+    )?;
+    let (accepted, stored, dead) = (counts(accepted), counts(stored), counts(dead));
     let mut answered: HashMap<String, Vec<OutcomeCount>> = HashMap::new();
-    for o in store::outcomes(&state.pool, &ids, since).await? {
+    for o in outcomes {
         answered.entry(o.key.clone()).or_default().push(o);
     }
     let attempts: HashMap<String, AttemptStats> =
-        store::by_source(&state.pool, Some(&tenants), since)
-            .await?
-            .into_iter()
-            .map(|a| (a.key.clone(), a))
-            .collect();
+        by_source.into_iter().map(|a| (a.key.clone(), a)).collect();
     let items = list
         .into_iter()
         .map(|s| {
