@@ -106,7 +106,7 @@ impl OutcomeTally {
         for (source, tallies) in taken.by_source {
             for ((minute, outcome), t) in tallies {
                 rows.push(OutcomeRow {
-                    source_id: source.as_str().to_owned(),
+                    source_id: source.clone(),
                     minute: minute_start(minute),
                     outcome,
                     count: t.count,
@@ -121,16 +121,13 @@ impl OutcomeTally {
     /// Keeps rows that could not be added for the next flush (within the bound).
     fn put_back(&self, rows: Vec<OutcomeRow>) {
         for r in rows {
-            let Ok(source) = SourceId::parse(&r.source_id) else {
-                continue;
-            };
             let tally = Tally {
                 count: r.count,
                 first: r.first_at,
                 last: r.last_at,
             };
             if !self.add(
-                &source,
+                &r.source_id,
                 (r.minute.timestamp().div_euclid(60), r.outcome),
                 tally,
             ) {
@@ -273,7 +270,7 @@ mod tests {
         );
         let a0 = rows
             .iter()
-            .find(|r| r.source_id == "a" && r.outcome == "queued")
+            .find(|r| r.source_id.as_str() == "a" && r.outcome == "queued")
             .unwrap();
         assert_eq!((a0.first_at, a0.last_at), (at(0), at(30)));
         assert!(t.take().is_empty(), "a take empties the tally");

@@ -283,30 +283,10 @@ retry = {{ max_attempts = 3, schedule = ["200ms"] }}
 
     let secret_a = "console-secret-acme";
     let secret_b = "console-secret-globex";
-    let add = |tenant: &'static str, id: &'static str, secret: &'static str| {
-        let env = &env;
-        async move {
-            env.cli_with(
-                &[
-                    "sources",
-                    "add",
-                    "--provider",
-                    "github",
-                    "--tenant",
-                    tenant,
-                    "--id",
-                    id,
-                    "--secret-stdin",
-                ],
-                Some(secret),
-                &[],
-            )
-            .await
-            .ok();
-        }
-    };
-    add("acme", "acme-gh", secret_a).await;
-    add("globex", "globex-gh", secret_b).await;
+    env.add_source_as("github", "acme", "acme-gh", secret_a)
+        .await;
+    env.add_source_as("github", "globex", "globex-gh", secret_b)
+        .await;
     // Sealed under another HOOKLINE_SECRET_KEY (a second checkout's `make run` leaves such a
     // source): the ingress cannot serve it, and its page must say why.
     let other_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);

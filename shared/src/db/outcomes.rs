@@ -17,11 +17,12 @@ use diesel_async::RunQueryDsl;
 
 use super::batch::{RetryPolicy, isolate};
 use super::{DbError, PgPool};
+use crate::ids::SourceId;
 
 /// One tally: `count` requests of `source_id` answered `outcome` during `minute` (its start).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutcomeRow {
-    pub source_id: String,
+    pub source_id: SourceId,
     pub minute: DateTime<Utc>,
     pub outcome: &'static str,
     pub count: i64,
@@ -68,7 +69,10 @@ struct Columns {
 impl Columns {
     fn of(rows: &[OutcomeRow]) -> Self {
         Self {
-            sources: rows.iter().map(|r| r.source_id.clone()).collect(),
+            sources: rows
+                .iter()
+                .map(|r| r.source_id.as_str().to_owned())
+                .collect(),
             minutes: rows.iter().map(|r| r.minute).collect(),
             outcomes: rows.iter().map(|r| r.outcome).collect(),
             counts: rows.iter().map(|r| r.count).collect(),
