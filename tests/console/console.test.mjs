@@ -404,6 +404,11 @@ test('overview shows sources, destinations and dead letters', async () => {
   await open('#/overview', 'Overview', page.locator('.tiles'));
   await page.getByRole('link', { name: 'acme-gh' }).first().waitFor();
   await page.getByText('crm', { exact: true }).waitFor();
+  // A destination's latency chart draws its latest attempts, which come with its stats.
+  const crm = page.getByRole('row').filter({ has: page.getByText('crm', { exact: true }) });
+  await crm.locator('svg circle.dot').first().waitFor();
+  const chart = await crm.locator('svg title').filter({ hasText: 'latency' }).textContent();
+  assert.match(chart, /latency of its last [1-9]\d* attempts this hour/);
   await axe('overview');
   await shot('14-overview');
 });

@@ -423,6 +423,66 @@ routing_key = "{{provider}}.{{module}}.{{event_type}}"
     assert_eq!(counts(&stat("gone")), (Some(1), Some(0), Some(0), Some(1)));
     assert_eq!(counts(&stat("down")), (Some(1), Some(0), Some(1), Some(0)));
     assert_eq!(stat("flaky")["delivery"]["success_rate"], 0.5);
+    // Without `recent`, no attempts ride along; with it, each destination's latest, newest
+    // first, bounded by `recent`, and only the asking tenant's.
+    assert_eq!(stat("flaky")["recent_attempts"], json!([]));
+    let outcomes = |d: &Value| -> Vec<String> {
+        d["recent_attempts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("recent_attempts: {d}"))
+            .iter()
+            .map(|a| {
+                assert!(a["duration_ms"].as_i64().is_some(), "{a}");
+                a["outcome"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    let find = |list: &Value, handler: &str| {
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|d| d["handler"] == handler)
+            .unwrap_or_else(|| panic!("no stats for {handler}: {list}"))
+            .clone()
+    };
+    let latest = get_json(&api, "/v1/stats/destinations?window=5m&recent=1", &acme).await;
+    assert_eq!(
+        outcomes(&find(&latest, "flaky")),
+        vec!["done"],
+        "the latest only"
+    );
+    assert_eq!(outcomes(&find(&latest, "gone")), vec!["dead_letter"]);
+    assert_eq!(outcomes(&find(&latest, "store")).len(), 1);
+    let all = get_json(&api, "/v1/stats/destinations?window=5m&recent=200", &acme).await;
+    assert_eq!(
+        outcomes(&find(&all, "flaky")),
+        vec!["done", "retry"],
+        "newest first"
+    );
+    assert_eq!(outcomes(&find(&all, "store")).len(), 4);
+    let globex_recent =
+        get_json(&api, "/v1/stats/destinations?window=5m&recent=200", &globex).await;
+    assert_eq!(globex_recent["items"], json!([]), "{globex_recent}");
+    let too_many = api
+        .call(
+            "GET",
+            "/v1/stats/destinations?recent=201",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (too_many.status, too_many.error().as_str()),
+        (400, "invalid_request"),
+        "{too_many:?}"
+    );
+    assert!(
+        too_many.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`recent`")),
+        "the answer names the argument: {too_many:?}"
+    );
     assert_eq!(stat("store")["destination"], Value::Null);
     assert_eq!(stat("ok")["health"]["state"], "healthy");
     assert_ne!(stat("gone")["health"]["state"], "healthy");

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::api::error::{ApiResult, ErrorBody};
+use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::store::stats::{self as store, AttemptStats, CountRow, OutcomeCount};
 use crate::api::{ApiState, Principal, Scope};
 
@@ -564,6 +564,33 @@ pub struct DestinationStats {
     pub window: Window,
     pub delivery: Delivery,
     pub health: Health,
+    /// The latest attempts in the window, newest first, when asked for with `recent`
+    /// (for a latency chart without one request per destination); empty otherwise.
+    pub recent_attempts: Vec<RecentAttempt>,
+}
+
+/// One attempt, as much of it as a latency chart needs.
+#[derive(Serialize, ToSchema)]
+pub struct RecentAttempt {
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    /// `done`, `retry` or `dead_letter`.
+    pub outcome: String,
+}
+
+/// The most `recent` may ask for per destination.
+const MAX_RECENT: i64 = 200;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DestinationStatsQuery {
+    /// `5m`, `1h` (default) or `24h`.
+    pub window: Option<Window>,
+    /// A tenant key always sees its own tenant.
+    pub tenant: Option<String>,
+    /// 0-200 (default 0): how many of each destination's latest attempts in the window to
+    /// include as `recent_attempts`.
+    pub recent: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -574,7 +601,7 @@ pub struct DestinationStatsList {
 /// Per handler and destination: delivery figures and health.
 #[utoipa::path(
     tag = "stats",
-    params(StatsQuery),
+    params(DestinationStatsQuery),
     responses(
         (status = 200, body = DestinationStatsList),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -585,23 +612,53 @@ pub struct DestinationStatsList {
 async fn destinations(
     state: web::Data<ApiState>,
     p: Principal,
-    q: web::Query<StatsQuery>,
+    q: web::Query<DestinationStatsQuery>,
 ) -> ApiResult<web::Json<DestinationStatsList>> {
     p.require(Scope::Read)?;
-    let (window, since) = window_start(&q);
+    let recent = match q.recent {
+        None => 0,
+        Some(n) if (0..=MAX_RECENT).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "`recent` must be between 0 and {MAX_RECENT}"
+            )));
+        }
+    };
+    let window = q.window.unwrap_or(Window::OneHour);
+    let since = Utc::now() - window.duration();
     let tenants = p.tenant.clone().or(q.tenant.clone()).map(|t| vec![t]);
     let rows = store::by_destination(&state.pool, tenants.as_deref(), since).await?;
+    let groups: Vec<(String, Option<String>)> = rows
+        .iter()
+        .map(|a| (a.key.clone(), a.destination.clone()))
+        .collect();
+    let mut recent_rows =
+        store::recent_by_destination(&state.pool, tenants.as_deref(), since, &groups, recent)
+            .await?
+            .into_iter()
+            .peekable();
     let items = rows
         .iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             let delivery = Delivery::from(a);
             let health = delivery_health(&delivery, Some(a), 0);
+            // The rows come ordered by group, so each destination takes its run of them.
+            let mut recent_attempts = Vec::new();
+            while let Some(r) = recent_rows.next_if(|r| r.group as usize == i) {
+                recent_attempts.push(RecentAttempt {
+                    started_at: r.started_at,
+                    duration_ms: r.duration_ms,
+                    outcome: r.outcome,
+                });
+            }
             DestinationStats {
                 handler: a.key.clone(),
                 destination: a.destination.clone(),
                 window,
                 delivery,
                 health,
+                recent_attempts,
             }
         })
         .collect();

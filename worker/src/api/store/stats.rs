@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{Array, BigInt, Double, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Double, Integer, Nullable, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 use hookline_shared::answers::{Answer, Kind};
 use hookline_shared::db::PgPool;
@@ -269,6 +269,58 @@ pub async fn by_destination(
     since: DateTime<Utc>,
 ) -> ApiResult<Vec<AttemptStats>> {
     attempt_stats(pool, "handler", true, tenants, since).await
+}
+
+/// One of a destination's latest attempts, for its latency chart.
+#[derive(QueryableByName, Clone)]
+pub struct RecentAttemptRow {
+    /// Index of the group in the `groups` argument of [`recent_by_destination`].
+    #[diesel(sql_type = Integer)]
+    pub group: i32,
+    #[diesel(sql_type = Timestamptz)]
+    pub started_at: DateTime<Utc>,
+    #[diesel(sql_type = Integer)]
+    pub duration_ms: i32,
+    #[diesel(sql_type = Text)]
+    pub outcome: String,
+}
+
+/// The `limit` latest attempts in the window of each (handler, destination) group, in one
+/// statement: one index range scan per group on `(handler, started_at DESC)`, newest first, so
+/// the cost is `groups × limit` rows whatever the window holds.
+pub async fn recent_by_destination(
+    pool: &PgPool,
+    tenants: Option<&[String]>,
+    since: DateTime<Utc>,
+    groups: &[(String, Option<String>)],
+    limit: i64,
+) -> ApiResult<Vec<RecentAttemptRow>> {
+    if groups.is_empty() || limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let handlers: Vec<&str> = groups.iter().map(|(h, _)| h.as_str()).collect();
+    // `''` stands for no destination (`store`), as `dk` does in `attempt_stats`.
+    let dks: Vec<&str> = groups
+        .iter()
+        .map(|(_, d)| d.as_deref().unwrap_or(""))
+        .collect();
+    let sql = "SELECT (g.n - 1)::int AS group, r.started_at, r.duration_ms, r.outcome \
+               FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS g(handler, dk, n) \
+               CROSS JOIN LATERAL ( \
+                 SELECT started_at, duration_ms, outcome FROM attempts \
+                 WHERE handler = g.handler AND coalesce(destination, '') = g.dk \
+                   AND ($1::text[] IS NULL OR tenant = ANY($1)) AND started_at >= $2 \
+                 ORDER BY started_at DESC LIMIT $5) r \
+               ORDER BY g.n, r.started_at DESC";
+    let mut conn = pool.get().await?;
+    Ok(diesel::sql_query(sql)
+        .bind::<Nullable<Array<Text>>, _>(tenants)
+        .bind::<Timestamptz, _>(since)
+        .bind::<Array<Text>, _>(handlers)
+        .bind::<Array<Text>, _>(dks)
+        .bind::<BigInt, _>(limit)
+        .load(&mut conn)
+        .await?)
 }
 
 /// Parked dead letters in all (for the overview).
