@@ -1,10 +1,69 @@
-//! Providers whose verification key is not known when the source is added: Notion sends its
-//! verification token in its first request; Google Pub/Sub's keys live behind a JWKS URL.
+//! Handshakes and answers of their own: requests a provider sends to check the endpoint, which
+//! the ingress answers itself and never queues (Slack's `url_verification`, Discord's PING,
+//! Notion's verification request, whose token is the source's secret from then on), and the
+//! answer shapes providers wait for (Discord's deferred interaction). Salesforce's
+//! acknowledgement is `split_requests.rs`'s.
 
 use std::time::Duration;
 
+use hookline_tests::deliveries::{self as d, queued};
 use hookline_tests::sign;
-use hookline_tests::{TestEnv, eventually, post};
+use hookline_tests::{SECRET, TestEnv, WORK, eventually, post, unix_now};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_url_verification_is_answered_synchronously_and_never_queued() {
+    let env = TestEnv::new().await;
+    let slack = env.add_source("slack", SECRET, &[]).await;
+    let ingress = env.ingress().await;
+    let body = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let headers = sign::slack(SECRET, unix_now(), "application/json", body);
+    let a = ingress.webhook(&slack, &headers, body).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let challenge = "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P";
+    assert!(a.body.contains(challenge), "{a:?}");
+    assert_eq!(env.queue_len(WORK).await, 0);
+
+    // Unsigned, the challenge is not answered.
+    let json = [("content-type".into(), "application/json".into())];
+    let a = ingress.webhook(&slack, &json, body).await;
+    assert_eq!(a.status, 401);
+}
+
+/// Discord's refusals (another key, an all-zero signature, stale) are `verification.rs`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_answers_ping_and_defers_commands() {
+    let env = TestEnv::new().await;
+    let (key, public) = d::discord_keys();
+    let source = env.add_source("discord", &public, &[]).await;
+    let ingress = env.ingress().await;
+
+    // Discord's endpoint check: a signed PING is answered {"type":1} and nothing is queued.
+    let ping = d::discord_interaction(1, "1200000000000000001");
+    let a = ingress
+        .webhook(&source, &sign::discord(&key, unix_now(), &ping), &ping)
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json(), serde_json::json!({"type": 1}));
+    assert_eq!(a.header("content-type"), Some("application/json"));
+
+    // A slash command is queued (dedup on the interaction id) and deferred within Discord's 3 s.
+    let command = d::discord_interaction(2, "1200000000000000002");
+    let headers = sign::discord(&key, unix_now(), &command);
+    let a = ingress.webhook(&source, &headers, &command).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["type"], 5, "deferred channel message");
+    let a = ingress.webhook(&source, &headers, &command).await;
+    assert_eq!(
+        a.status, 200,
+        "a retried interaction is answered again: {a:?}"
+    );
+
+    let bodies = queued(&env, "discord", &["1200000000000000002"]).await;
+    assert_eq!(bodies[0], command);
+}
+
+/// Notion's verification token is not known when the source is added: Notion sends it in its
+/// first request.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notion_token_is_captured_only_when_armed_sealed_revealed_and_then_required() {
@@ -71,11 +130,7 @@ async fn notion_token_is_captured_only_when_armed_sealed_revealed_and_then_requi
     )
     .await;
     assert_eq!(a.status, 200, "{a:?}");
-    assert_eq!(
-        env.queue_len("hookline.work").await,
-        0,
-        "a handshake is never queued"
-    );
+    assert_eq!(env.queue_len(WORK).await, 0, "a handshake is never queued");
 
     // Stored sealed like every secret: not in the options, not readable in the secrets table.
     assert_eq!(
@@ -154,8 +209,8 @@ async fn notion_token_is_captured_only_when_armed_sealed_revealed_and_then_requi
     assert_eq!(a.status, 401);
 
     let _worker = env.worker().await;
-    eventually("the event is stored", Duration::from_secs(30), || async {
-        (env.count("select count(*) from events").await == 1).then_some(())
+    eventually("the event is stored", Duration::from_secs(30), || {
+        env.count_is("select count(*) from events", 1)
     })
     .await;
     let row = env
@@ -170,127 +225,4 @@ async fn notion_token_is_captured_only_when_armed_sealed_revealed_and_then_requi
     assert_eq!(row.get::<_, String>(1), "page.content_updated");
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("page-42"));
     assert_eq!(row.get::<_, String>(3), "9a1c-evt");
-}
-
-mod pubsub {
-    use super::*;
-    use base64::Engine as _;
-    use hookline_tests::{Destination, Reply};
-
-    const JWKS: &str = include_str!("../../shared/src/providers/testdata/pubsub_jwks.json");
-    const SA: &str = "push@acme-prod.iam.gserviceaccount.com";
-    const AUD: &str = "https://hooks.example.com/pubsub";
-
-    fn push(message_id: &str, data: &serde_json::Value) -> Vec<u8> {
-        let data = base64::engine::general_purpose::STANDARD.encode(data.to_string());
-        serde_json::json!({
-            "message": {
-                "attributes": {"eventType": "OBJECT_FINALIZE", "objectId": "reports/q3.csv"},
-                "data": data, "messageId": message_id, "message_id": message_id,
-                "publishTime": "2026-11-23T04:00:00.000Z",
-            },
-            "subscription": "projects/acme/subscriptions/uploads",
-        })
-        .to_string()
-        .into_bytes()
-    }
-
-    fn headers(token: &str) -> Vec<(String, String)> {
-        vec![
-            ("content-type".into(), "application/json".into()),
-            ("authorization".into(), format!("Bearer {token}")),
-        ]
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pubsub_pushes_are_verified_against_the_jwks_and_decoded() {
-        let env = TestEnv::new().await;
-        let jwks = Destination::start();
-        jwks.set_default(Reply::Json(200, JWKS.to_owned()));
-        let source = env
-            .add_source(
-                "google-pubsub",
-                "",
-                &[
-                    &format!("audience={AUD}"),
-                    &format!("service_account={SA}"),
-                    &format!("jwks_url={}", jwks.url),
-                ],
-            )
-            .await;
-        let ingress = env.ingress().await;
-        let url = ingress.url(&format!("/webhooks/{source}"));
-        let body = push(
-            "2070443601311540",
-            &serde_json::json!({"name": "reports/q3.csv", "size": 42}),
-        );
-
-        let a = post(
-            &url,
-            &headers(&sign::pubsub_token("test-key-1", SA, AUD)),
-            &body,
-        )
-        .await;
-        assert_eq!(a.status, 202, "{a:?}");
-        let a = post(
-            &url,
-            &headers(&sign::pubsub_token("test-key-1", SA, AUD)),
-            &body,
-        )
-        .await;
-        assert_eq!(a.status, 200, "duplicate on messageId");
-        assert_eq!(jwks.count(), 1, "keys are fetched once and cached");
-
-        for (what, t) in [
-            (
-                "another service account",
-                sign::pubsub_token("test-key-1", "x@evil.iam.gserviceaccount.com", AUD),
-            ),
-            (
-                "another audience",
-                sign::pubsub_token("test-key-1", SA, "https://elsewhere.example.com"),
-            ),
-            ("an unknown key", sign::pubsub_token("test-key-9", SA, AUD)),
-        ] {
-            let a = post(&url, &headers(&t), &push("m-2", &serde_json::json!({}))).await;
-            assert_eq!(a.status, 401, "{what}: {a:?}");
-        }
-        assert_eq!(
-            jwks.count(),
-            1,
-            "an unknown kid right after a fetch does not refetch"
-        );
-        let a = post(
-            &url,
-            &[("content-type".into(), "application/json".into())],
-            &body,
-        )
-        .await;
-        assert_eq!((a.status, a.error().as_str()), (401, "missing_signature"));
-
-        let _worker = env.worker().await;
-        eventually("the push is stored", Duration::from_secs(30), || async {
-            (env.count("select count(*) from events").await == 1).then_some(())
-        })
-        .await;
-        let row = env
-            .db
-            .query_one(
-                "select module, event_type, entity_id, payload->'message'->'data'->>'size' from events",
-                &[],
-            )
-            .await
-            .unwrap();
-        assert_eq!(row.get::<_, String>(0), "uploads");
-        assert_eq!(row.get::<_, String>(1), "OBJECT_FINALIZE");
-        assert_eq!(
-            row.get::<_, Option<String>>(2).as_deref(),
-            Some("reports/q3.csv")
-        );
-        assert_eq!(
-            row.get::<_, Option<String>>(3).as_deref(),
-            Some("42"),
-            "data decoded"
-        );
-    }
 }
