@@ -1,11 +1,14 @@
 //! Hostile and malformed input: precise answers to bad requests, a Content-Type too long for
-//! AMQP, bodies trickled to hold a connection. None of it harms another request or the process.
+//! AMQP, bodies trickled to hold a connection, NUL characters in a payload, and unsigned headers
+//! varied to blow up metric labels. None of it harms another request or event, or the process.
 
 use std::time::{Duration, Instant};
 
 use hookline_tests::env::Server;
 use hookline_tests::sign::{self, Headers};
-use hookline_tests::{SECRET, TestEnv, WORK, issue_body, uid, unix_now};
+use hookline_tests::{
+    SECRET, TestEnv, WAIT, WORK, eventually, issue_body, metric_sum, post_github, uid, unix_now,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,4 +215,105 @@ async fn trickled_bodies_are_cut_off_with_408() {
         )
         .await;
     assert_eq!(a.status, 202, "{a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_one_payload_harms_none_of_its_batch_mates_and_is_stored_too() {
+    let env = TestEnv::new().await;
+    let clean = env.add_source("github", SECRET, &[]).await;
+    let odd = env.add_source_in("mallory", "github", SECRET, &[]).await;
+    let ingress = env.ingress().await;
+    // Everything queued first, so the worker takes it as one batch.
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let body = format!(r#"{{"action":"opened","issue":{{"id":{n},"title":"bug {n}"}}}}"#);
+        ids.push(post_github(&ingress, &clean, "issues", &body).await);
+    }
+    let nul_body =
+        r#"{"action":"opened","issue":{"id":99,"title":"a\u0000b","labels":{"k\u0000":"v"}}}"#;
+    let nul_id = post_github(&ingress, &odd, "issues", nul_body).await;
+    let worker = env.worker().await;
+
+    eventually("all 21 events stored", WAIT, || {
+        env.count_is("select count(*) from events", 21)
+    })
+    .await;
+    let row = env
+        .db
+        .query_one(
+            "select payload->'issue'->>'title', payload->'issue'->'labels' ? ('k' || chr(65533)), \
+             raw_body, headers->>'x-github-event' from events where id = $1::text::uuid",
+            &[&nul_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "a\u{FFFD}b");
+    assert!(row.get::<_, bool>(1), "keys are cleaned too");
+    assert_eq!(
+        row.get::<_, Option<Vec<u8>>>(2).as_deref(),
+        Some(nul_body.as_bytes()),
+        "the raw body is kept byte for byte"
+    );
+    assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("issues"));
+    assert_eq!(
+        env.count("select count(*) from events where raw_body is not null")
+            .await,
+        1,
+        "only the odd event keeps a raw copy"
+    );
+    // Nothing retried, nothing dead-lettered: every first attempt succeeded.
+    assert_eq!(env.count("select count(*) from dead_letters").await, 0);
+    eventually("21 store attempts recorded", WAIT, || {
+        env.count_is("select count(*) from attempts where handler = 'store' and outcome = 'done' and attempt = 1",
+            21,
+        )
+    })
+    .await;
+    let m = worker.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "hookline_worker_retries_total", &[]),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "hookline_worker_events_total", &["outcome=\"done\""]),
+        21.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_labels_stay_bounded_whatever_providers_send() {
+    let env = TestEnv::new().await;
+    let source = env.add_source("github", SECRET, &[]).await;
+    let ingress = env.ingress().await;
+    let worker = env.worker().await;
+    // X-GitHub-Event is not signed: anyone with one captured request can vary it.
+    for chunk in (0..200).collect::<Vec<u32>>().chunks(20) {
+        futures::future::join_all(chunk.iter().map(|n| {
+            let (ingress, source) = (&ingress, &source);
+            async move {
+                let event = format!("made-up-{n}");
+                // Distinct bodies: a replay of one body is a duplicate (its key is the hash).
+                let body = format!(r#"{{"zen":"x","hook_id":{n}}}"#);
+                post_github(ingress, source, &event, &body).await
+            }
+        }))
+        .await;
+    }
+    eventually("200 events stored", WAIT, || {
+        env.count_is("select count(*) from events", 200)
+    })
+    .await;
+    let m = worker.metrics().await;
+    let modules: std::collections::HashSet<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("hookline_worker_"))
+        .filter_map(|l| l.split("module=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        modules,
+        std::collections::HashSet::from(["other"]),
+        "no route names a module, so every module is `other`:\n{m}"
+    );
 }
