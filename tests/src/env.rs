@@ -270,6 +270,14 @@ impl TestEnv {
         row.get::<_, i64>(0)
     }
 
+    /// The one row `sql` selects.
+    pub async fn row(&self, sql: &str) -> tokio_postgres::Row {
+        self.db
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// `Some` once [`Self::count`] of `sql` is `n` (for [`crate::eventually`]).
     pub async fn count_is(&self, sql: &str, n: i64) -> Option<()> {
         (self.count(sql).await == n).then_some(())

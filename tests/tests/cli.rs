@@ -367,37 +367,24 @@ async fn sources_added_disabled_and_removed_with_the_cli_take_effect_without_res
         (404, "unknown_source")
     );
 
+    // Each change, then what the running ingress answers once it has reached it.
     env.add_source_as("github", "acme", "late-github", SECRET)
         .await;
-
-    eventually(
-        "the new source is served",
-        Duration::from_secs(10),
-        || async { (send().await.status == 202).then_some(()) },
-    )
-    .await;
-
-    env.cli(&["sources", "disable", "late-github"]).await.ok();
-    eventually(
-        "the disabled source answers 404",
-        Duration::from_secs(10),
-        || async { (send().await.status == 404).then_some(()) },
-    )
-    .await;
-    env.cli(&["sources", "enable", "late-github"]).await.ok();
-    eventually(
-        "the enabled source is served again",
-        Duration::from_secs(10),
-        || async { (send().await.status == 202).then_some(()) },
-    )
-    .await;
-    env.cli(&["sources", "remove", "late-github"]).await.ok();
-    eventually(
-        "the removed source answers 404",
-        Duration::from_secs(10),
-        || async { (send().await.status == 404).then_some(()) },
-    )
-    .await;
+    let steps = [
+        ("the new source is served", None, 202),
+        ("the disabled source answers 404", Some("disable"), 404),
+        ("the enabled source is served again", Some("enable"), 202),
+        ("the removed source answers 404", Some("remove"), 404),
+    ];
+    for (what, verb, status) in steps {
+        if let Some(verb) = verb {
+            env.cli(&["sources", verb, "late-github"]).await.ok();
+        }
+        eventually(what, Duration::from_secs(10), || async {
+            (send().await.status == status).then_some(())
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

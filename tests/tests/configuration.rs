@@ -75,38 +75,31 @@ async fn worker_refuses_bad_routes_and_unsafe_destinations_by_name() {
             .await
         }
     };
-    let missing = run(env.dir.join("nope.toml").display().to_string()).await;
-    assert!(
-        !missing.success && missing.stderr.contains("nope.toml"),
-        "{missing:?}"
-    );
-
-    let undefined = run(env.write_file("a.toml", "[[route]]\nhandlers = [\"crm\"]\n")).await;
-    assert!(
-        !undefined.success && undefined.stderr.contains("`crm`"),
-        "{undefined:?}"
-    );
-
-    let plain_http = run(env.write_file(
-        "b.toml",
-        "[handlers.crm]\ntype = \"http\"\nurl = \"http://crm.example.com/h\"\nsecret_env = \"CRM_SECRET\"\n",
-    ))
-    .await;
-    assert!(
-        !plain_http.success && plain_http.stderr.contains("https"),
-        "{plain_http:?}"
-    );
-
-    let loopback = run(env.write_file(
-        "c.toml",
-        "[handlers.crm]\ntype = \"http\"\nurl = \"https://127.0.0.1/h\"\nsecret_env = \"CRM_SECRET\"\n",
-    ))
-    .await;
-    assert!(
-        !loopback.success && loopback.stderr.contains("loopback"),
-        "{loopback:?}"
-    );
-    for out in [&missing, &undefined, &plain_http, &loopback] {
+    let http = |url: &str| {
+        format!("[handlers.crm]\ntype = \"http\"\nurl = \"{url}\"\nsecret_env = \"CRM_SECRET\"\n")
+    };
+    // (the routes file, what the error names)
+    let cases = [
+        (env.dir.join("nope.toml").display().to_string(), "nope.toml"),
+        (
+            env.write_file("a.toml", "[[route]]\nhandlers = [\"crm\"]\n"),
+            "`crm`",
+        ),
+        (
+            env.write_file("b.toml", &http("http://crm.example.com/h")),
+            "https",
+        ),
+        (
+            env.write_file("c.toml", &http("https://127.0.0.1/h")),
+            "loopback",
+        ),
+    ];
+    for (routes, names) in cases {
+        let out = run(routes).await;
+        assert!(
+            !out.success && out.stderr.contains(names),
+            "{names}: {out:?}"
+        );
         assert!(!out.stderr.contains("panicked"), "{out:?}");
     }
 }

@@ -3,6 +3,7 @@
 //! last cause and its original message, and replayed exactly once once fixed.
 
 use hookline_tests::dest::Reply;
+use hookline_tests::env::Server;
 use hookline_tests::sign;
 use hookline_tests::{
     Destination, PARKED, SECRET, TestEnv, WAIT, WORK, eventually, github_and_ingress, post_github,
@@ -24,15 +25,8 @@ async fn an_always_failing_handler_is_dead_lettered_then_replayed_exactly_once()
         env.count_at_least("select count(*) from dead_letters", 1)
     })
     .await;
-    let row = env
-        .db
-        .query_one(
-            "select event_id::text, reason, handler, attempts, last_error, status, module, source_id \
-             from dead_letters",
-            &[],
-        )
-        .await
-        .unwrap();
+    let row = env.row("select event_id::text, reason, handler, attempts, last_error, status, module, source_id \
+             from dead_letters").await;
     assert_eq!(row.get::<_, String>(0), id);
     assert_eq!(row.get::<_, String>(1), "retries_exhausted");
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("dest"));
@@ -113,13 +107,8 @@ async fn an_unparseable_payload_is_dead_lettered_at_once() {
     })
     .await;
     let row = env
-        .db
-        .query_one(
-            "select reason, attempts, last_error, body from dead_letters",
-            &[],
-        )
-        .await
-        .unwrap();
+        .row("select reason, attempts, last_error, body from dead_letters")
+        .await;
     assert_eq!(row.get::<_, String>(0), "unparseable");
     assert_eq!(
         row.get::<_, i32>(1),
@@ -147,39 +136,10 @@ async fn a_message_that_crashes_workers_reaches_the_dead_letter_exchange_by_the_
     let id = post_issue(&ingress, &github, 13).await;
 
     // Each worker takes the message, stalls in the handler and dies (SIGKILL) holding it.
-    let mut kills = 0;
-    while env.queue_len(PARKED).await == 0
-        && env.count("select count(*) from dead_letters").await == 0
-    {
-        assert!(kills < 4, "still not dead-lettered after {kills} crashes");
-        let seen = dest.count();
-        let mut worker = env.named_worker(&format!("worker-{kills}")).await;
-        eventually(
-            "the worker takes the message or the broker parks it",
-            WAIT,
-            || async {
-                let parked = env.queue_len(PARKED).await > 0
-                    || env.count("select count(*) from dead_letters").await > 0;
-                (dest.count() > seen || parked).then_some(())
-            },
-        )
-        .await;
-        worker.proc.kill().await;
-        kills += 1;
-    }
-    let _worker = env.worker().await;
-    eventually("the parked message is archived", WAIT, || {
-        env.count_at_least("select count(*) from dead_letters", 1)
-    })
-    .await;
+    let (kills, _worker) = crash_workers_until_archived(&env, &dest, 1, 4).await;
     let row = env
-        .db
-        .query_one(
-            "select event_id::text, reason, last_error from dead_letters",
-            &[],
-        )
-        .await
-        .unwrap();
+        .row("select event_id::text, reason, last_error from dead_letters")
+        .await;
     assert_eq!(row.get::<_, String>(0), id);
     assert_eq!(row.get::<_, String>(1), "delivery_limit");
     assert!(row.get::<_, String>(2).contains("too many times"));
@@ -211,41 +171,11 @@ async fn a_dead_letter_names_its_last_cause_not_its_first() {
     )
     .await;
 
-    let mut kills = 0;
-    while env.queue_len(PARKED).await == 0
-        && env.count("select count(*) from dead_letters").await == 0
-    {
-        assert!(kills < 5, "still not dead-lettered after {kills} crashes");
-        let seen = dest.count();
-        let mut worker = env.named_worker(&format!("worker-{kills}")).await;
-        eventually(
-            "the worker takes the message or the broker parks it",
-            WAIT,
-            || async {
-                let parked = env.queue_len(PARKED).await > 0
-                    || env.count("select count(*) from dead_letters").await > 0;
-                // The first worker also sees the 503 and the retry before it hangs.
-                let want = if kills == 0 { seen + 2 } else { seen + 1 };
-                (dest.count() >= want || parked).then_some(())
-            },
-        )
-        .await;
-        worker.proc.kill().await;
-        kills += 1;
-    }
-    let _worker = env.worker().await;
-    eventually("the parked message is archived", WAIT, || {
-        env.count_is("select count(*) from dead_letters", 1)
-    })
-    .await;
+    // The first worker also sees the 503 and the retry before it hangs.
+    let (_, _worker) = crash_workers_until_archived(&env, &dest, 2, 5).await;
     let row = env
-        .db
-        .query_one(
-            "select event_id::text, reason, headers->>'x-first-death-reason' from dead_letters",
-            &[],
-        )
-        .await
-        .unwrap();
+        .row("select event_id::text, reason, headers->>'x-first-death-reason' from dead_letters")
+        .await;
     assert_eq!(row.get::<_, String>(0), id);
     assert_eq!(
         row.get::<_, Option<String>>(2).as_deref(),
@@ -257,4 +187,44 @@ async fn a_dead_letter_names_its_last_cause_not_its_first() {
         "delivery_limit",
         "the last one wins"
     );
+}
+
+/// Starts workers one after another and kills each (SIGKILL) once it holds the event, stalled at
+/// `dest` (the first after `first` requests there, the others after one), until the broker parks
+/// the event; at most `most` kills. Then a worker that archives it, and the kills it took.
+async fn crash_workers_until_archived(
+    env: &TestEnv,
+    dest: &Destination,
+    first: usize,
+    most: usize,
+) -> (usize, Server) {
+    let mut kills = 0;
+    while env.queue_len(PARKED).await == 0
+        && env.count("select count(*) from dead_letters").await == 0
+    {
+        assert!(
+            kills < most,
+            "still not dead-lettered after {kills} crashes"
+        );
+        let want = dest.count() + if kills == 0 { first } else { 1 };
+        let mut worker = env.named_worker(&format!("worker-{kills}")).await;
+        eventually(
+            "the worker takes the message or the broker parks it",
+            WAIT,
+            || async {
+                let parked = env.queue_len(PARKED).await > 0
+                    || env.count("select count(*) from dead_letters").await > 0;
+                (dest.count() >= want || parked).then_some(())
+            },
+        )
+        .await;
+        worker.proc.kill().await;
+        kills += 1;
+    }
+    let worker = env.worker().await;
+    eventually("the parked message is archived", WAIT, || {
+        env.count_is("select count(*) from dead_letters", 1)
+    })
+    .await;
+    (kills, worker)
 }

@@ -171,22 +171,16 @@ async fn notion_token_is_captured_only_when_armed_sealed_revealed_and_then_requi
         "the capture spent the arming: {show:?}"
     );
     // Revealed only on request, to paste into Notion.
-    let captured = env
-        .cli(&["sources", "captured", "notion-1"])
-        .await
-        .ok()
-        .json();
-    assert_eq!(captured["verification_token"], token);
+    let captured = || async {
+        let out = env.cli(&["sources", "captured", "notion-1"]).await;
+        out.ok().json()["verification_token"].clone()
+    };
+    assert_eq!(captured().await, token);
 
     // Someone else's verification request cannot replace it.
     let a = post(&url, &json, verification("secret_attacker").as_bytes()).await;
     assert_eq!(a.status, 401, "{a:?}");
-    let captured = env
-        .cli(&["sources", "captured", "notion-1"])
-        .await
-        .ok()
-        .json();
-    assert_eq!(captured["verification_token"], token);
+    assert_eq!(captured().await, token);
 
     let body = br#"{"id":"9a1c-evt","type":"page.content_updated","entity":{"id":"page-42","type":"page"},"data":{}}"#;
     let a = eventually(
@@ -214,13 +208,8 @@ async fn notion_token_is_captured_only_when_armed_sealed_revealed_and_then_requi
     })
     .await;
     let row = env
-        .db
-        .query_one(
-            "select module, event_type, entity_id, dedup_key from events",
-            &[],
-        )
-        .await
-        .unwrap();
+        .row("select module, event_type, entity_id, dedup_key from events")
+        .await;
     assert_eq!(row.get::<_, String>(0), "page");
     assert_eq!(row.get::<_, String>(1), "page.content_updated");
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("page-42"));

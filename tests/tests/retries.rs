@@ -7,8 +7,7 @@ use std::time::Duration;
 use hookline_tests::dest::Reply;
 use hookline_tests::sign;
 use hookline_tests::{
-    Destination, SECRET, TestEnv, WAIT, eventually, github_and_ingress, post_github, post_issue,
-    unix_now,
+    Destination, TestEnv, WAIT, eventually, github_and_ingress, post_issue, unix_now,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,13 +93,8 @@ async fn http_handler_honours_retry_after_and_stops_on_410() {
     })
     .await;
     let row = env
-        .db
-        .query_one(
-            "select event_id::text, reason, attempts, last_error from dead_letters",
-            &[],
-        )
-        .await
-        .unwrap();
+        .row("select event_id::text, reason, attempts, last_error from dead_letters")
+        .await;
     assert_eq!(row.get::<_, String>(0), gone);
     assert_eq!(row.get::<_, String>(1), "permanent_failure");
     assert_eq!(row.get::<_, i32>(2), 1);
@@ -111,7 +105,6 @@ async fn http_handler_honours_retry_after_and_stops_on_410() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_handler_attempt_is_recorded() {
     let env = TestEnv::new().await;
-    env.set("HOOKLINE_RETRY_SCHEDULE", "200ms,2s");
     let dest = Destination::start();
     dest.script([Reply::Status(503)]);
     let routes = dest.routes(
@@ -122,16 +115,9 @@ async fn every_handler_attempt_is_recorded() {
         5,
     );
     env.set("HOOKLINE_ROUTES", &routes);
-    let source = env.add_source("github", SECRET, &[]).await;
-    let ingress = env.ingress().await;
+    let (source, ingress) = github_and_ingress(&env).await;
     let _worker = env.worker().await;
-    let id = post_github(
-        &ingress,
-        &source,
-        "issues",
-        r#"{"action":"opened","issue":{"id":5}}"#,
-    )
-    .await;
+    let id = post_issue(&ingress, &source, 5).await;
     eventually("four attempts recorded", WAIT, || {
         env.count_is("select count(*) from attempts", 4)
     })

@@ -98,13 +98,8 @@ async fn signed_webhooks_become_rows_in_events() {
     assert!(row.get::<_, bool>(8));
 
     let row = env
-        .db
-        .query_one(
-            "select module, event_type, entity_id from events where provider = 'stripe'",
-            &[],
-        )
-        .await
-        .unwrap();
+        .row("select module, event_type, entity_id from events where provider = 'stripe'")
+        .await;
     assert_eq!(
         (
             row.get::<_, String>(0),
@@ -118,13 +113,8 @@ async fn signed_webhooks_become_rows_in_events() {
         )
     );
     let text: String = env
-        .db
-        .query_one(
-            "select payload->>'text' from events where provider = 'slack'",
-            &[],
-        )
+        .row("select payload->>'text' from events where provider = 'slack'")
         .await
-        .unwrap()
         .get(0);
     assert_eq!(text, "prod");
 
@@ -323,28 +313,16 @@ retry = { max_attempts = 1 }
 "#,
     );
     env.set("HOOKLINE_ROUTES", &routes);
-    let source = env.add_source("github", SECRET, &[]).await;
-    let ingress = env.ingress().await;
+    let (source, ingress) = github_and_ingress(&env).await;
     let _worker = env.worker().await;
-    let id = post_github(
-        &ingress,
-        &source,
-        "issues",
-        r#"{"action":"opened","issue":{"id":1}}"#,
-    )
-    .await;
+    let id = post_issue(&ingress, &source, 1).await;
     eventually("the event is dead-lettered", WAIT, || {
         env.count_is("select count(*) from dead_letters", 1)
     })
     .await;
     let row = env
-        .db
-        .query_one(
-            "select event_id::text, reason, last_error from dead_letters",
-            &[],
-        )
-        .await
-        .unwrap();
+        .row("select event_id::text, reason, last_error from dead_letters")
+        .await;
     assert_eq!(row.get::<_, String>(0), id);
     assert_eq!(row.get::<_, String>(1), "retries_exhausted");
     assert!(

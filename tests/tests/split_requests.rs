@@ -125,10 +125,8 @@ async fn hubspot_batches_become_one_event_each_deduplicated_on_their_own() {
     })
     .await;
     let row = env
-        .db
-        .query_one("select module, event_type, entity_id from events", &[])
-        .await
-        .unwrap();
+        .row("select module, event_type, entity_id from events")
+        .await;
     assert_eq!(
         (
             row.get::<_, String>(0),

@@ -729,14 +729,7 @@ mod pubsub {
             env.count_is("select count(*) from events", 1)
         })
         .await;
-        let row = env
-            .db
-            .query_one(
-                "select module, event_type, entity_id, payload->'message'->'data'->>'size' from events",
-                &[],
-            )
-            .await
-            .unwrap();
+        let row = env.row("select module, event_type, entity_id, payload->'message'->'data'->>'size' from events").await;
         assert_eq!(row.get::<_, String>(0), "uploads");
         assert_eq!(row.get::<_, String>(1), "OBJECT_FINALIZE");
         assert_eq!(
