@@ -100,6 +100,46 @@ impl Destination {
     pub fn count(&self) -> usize {
         self.state.received.lock().expect("received lock").len()
     }
+
+    /// Writes `env`'s routes file and returns its path: GitHub events (of `module`, if given) go
+    /// through `handlers`, where `dest` is an `http` handler posting here (with `query` after the
+    /// path), signed with `DEST_SECRET` (set to `sign::whsec(9)`), up to `max_attempts`
+    /// attempts 200 ms apart.
+    pub fn routes(
+        &self,
+        env: &crate::TestEnv,
+        module: Option<&str>,
+        handlers: &[&str],
+        query: &str,
+        max_attempts: u32,
+    ) -> String {
+        env.set("DEST_SECRET", &crate::sign::whsec(9));
+        let module = module.map_or(String::new(), |m| format!("module = \"{m}\"\n"));
+        let handlers = handlers
+            .iter()
+            .map(|h| format!("\"{h}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        env.write_file(
+            "routes.toml",
+            &format!(
+                r#"
+[[route]]
+provider = "github"
+{module}handlers = [{handlers}]
+
+[handlers.dest]
+type = "http"
+url = "{url}{query}"
+secret_env = "DEST_SECRET"
+allow_hosts = ["127.0.0.1"]
+timeout = "60s"
+retry = {{ max_attempts = {max_attempts}, schedule = ["200ms"] }}
+"#,
+                url = self.url
+            ),
+        )
+    }
 }
 
 impl Drop for Destination {

@@ -165,7 +165,18 @@ impl TestEnv {
     /// `sources add` with the secret on stdin (none when `secret` is empty, for providers that
     /// take none); returns the source id.
     pub async fn add_source(&self, provider: &str, secret: &str, options: &[&str]) -> String {
-        let mut args = vec!["sources", "add", "--provider", provider, "--tenant", "acme"];
+        self.add_source_in("acme", provider, secret, options).await
+    }
+
+    /// [`Self::add_source`] for tenant `tenant`.
+    pub async fn add_source_in(
+        &self,
+        tenant: &str,
+        provider: &str,
+        secret: &str,
+        options: &[&str],
+    ) -> String {
+        let mut args = vec!["sources", "add", "--provider", provider, "--tenant", tenant];
         if !secret.is_empty() {
             args.push("--secret-stdin");
         }
@@ -259,6 +270,25 @@ impl TestEnv {
         row.get::<_, i64>(0)
     }
 
+    /// The one row `sql` selects.
+    pub async fn row(&self, sql: &str) -> tokio_postgres::Row {
+        self.db
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// `Some` once [`Self::count`] of `sql` is `n` (for [`crate::eventually`]).
+    pub async fn count_is(&self, sql: &str, n: i64) -> Option<()> {
+        (self.count(sql).await == n).then_some(())
+    }
+
+    /// `Some(count)` once [`Self::count`] of `sql` is at least `n` (for [`crate::eventually`]).
+    pub async fn count_at_least(&self, sql: &str, n: i64) -> Option<i64> {
+        let c = self.count(sql).await;
+        (c >= n).then_some(c)
+    }
+
     pub async fn amqp(&self) -> lapin::Connection {
         lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
             .await
@@ -349,6 +379,16 @@ impl Server {
     /// A URL on the admin listener (`/readyz`, `/metrics`).
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// Posts `body` with `headers` to `source`'s webhook endpoint, as its provider does.
+    pub async fn webhook(
+        &self,
+        source: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> crate::Answer {
+        crate::post(&self.url(&format!("/webhooks/{source}")), headers, body).await
     }
 
     async fn wait_ready(&self) {

@@ -9,11 +9,14 @@
 //! - [`Destination`]: a scriptable HTTP receiver for the worker's `http` handler.
 //! - [`TcpProxy`]: sits between hookline and RabbitMQ so a test can cut the broker off.
 //! - [`eventually`]: polls a condition until a deadline.
+//! - [`deliveries`]: the deliveries of the feature tests: provider by provider, what a delivery,
+//!   its retry and its forgeries look like, and the check of what reached the work queue.
 //! - [`bench`]: the mixed-provider sources and `/proc` readings of `make bench`.
 //! - [`chaos`]: the crash/fault suite: its own broker cluster and database, crashed under load.
 
 pub mod bench;
 pub mod chaos;
+pub mod deliveries;
 pub mod dest;
 pub mod env;
 pub mod examples;
@@ -28,6 +31,63 @@ pub use dest::{Destination, Reply};
 pub use env::TestEnv;
 pub use proc::Proc;
 pub use proxy::TcpProxy;
+
+/// The queue the ingress publishes to and the workers consume.
+pub const WORK: &str = "hookline.work";
+/// Where the broker parks a message past its delivery limit.
+pub const PARKED: &str = "hookline.parked";
+/// The GitHub secret of the tests that need any source.
+pub const SECRET: &str = "It's a Secret to Everybody";
+/// How long a test waits for the worker.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A fresh, time-ordered unique id.
+pub fn uid() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A GitHub `issues.opened` for issue `n`. Each call is a distinct delivery: GitHub's dedup key
+/// is the hash of the body it signs, and a real payload always differs (`updated_at`, …).
+pub fn issue_body(n: u64) -> Vec<u8> {
+    format!(
+        r#"{{"action":"opened","issue":{{"id":{n},"title":"bug {n}","updated_at":"{}"}}}}"#,
+        uid()
+    )
+    .into_bytes()
+}
+
+/// Posts a GitHub delivery of `event` with `body`, signed with [`SECRET`], to `source`; checks it
+/// is queued and returns its event id.
+pub async fn post_github(ingress: &env::Server, source: &str, event: &str, body: &str) -> String {
+    let headers = sign::github(SECRET, event, &uid(), body.as_bytes());
+    let a = ingress.webhook(source, &headers, body.as_bytes()).await;
+    assert_eq!(a.status, 202, "{a:?}");
+    a.json()["id"].as_str().expect("an event id").to_owned()
+}
+
+/// Posts GitHub's `issues.opened` for issue `n` (see [`post_github`]); returns the event id.
+pub async fn post_issue(ingress: &env::Server, source: &str, n: u64) -> String {
+    let body = format!(r#"{{"action":"opened","issue":{{"id":{n},"title":"bug {n}"}}}}"#);
+    post_github(ingress, source, "issues", &body).await
+}
+
+/// A GitHub source (secret [`SECRET`]) and a started ingress; the worker started afterwards
+/// retries 200 ms, then 2 s apart.
+pub async fn github_and_ingress(env: &TestEnv) -> (String, env::Server) {
+    env.set("HOOKLINE_RETRY_SCHEDULE", "200ms,2s");
+    let github = env.add_source("github", SECRET, &[]).await;
+    (github, env.ingress().await)
+}
+
+/// Sum of a Prometheus counter's samples whose line contains every one of `labels`.
+pub fn metric_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
 
 /// Polls `check` every 50 ms until it returns `Some`, failing the test after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -68,6 +128,27 @@ impl Answer {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A `401` with exactly `code`, saying nothing more; `what` names the request.
+    #[track_caller]
+    pub fn assert_refused(&self, code: &str, what: &str) {
+        assert_eq!(
+            (self.status, self.error().as_str()),
+            (401, code),
+            "{what}: {self:?}"
+        );
+        assert!(self.body.len() < 40, "{what}: a refusal is only its code");
+    }
+
+    /// A `200` naming itself a duplicate.
+    #[track_caller]
+    pub fn assert_duplicate(&self, what: &str) {
+        assert_eq!(
+            (self.status, self.json()["status"].as_str()),
+            (200, Some("duplicate")),
+            "{what}: {self:?}"
+        );
     }
 }
 
@@ -121,4 +202,10 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

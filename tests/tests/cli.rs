@@ -1,9 +1,11 @@
 //! The operator CLI (`hookline-worker …`) against a real database and vhost: what it prints, what
-//! it refuses, and that its errors name the argument or setting at fault.
+//! it refuses (per provider, the keys and options its scheme cannot verify with), that its errors
+//! name the argument or setting at fault, and that what it changes reaches a running ingress.
 
 use std::time::Duration;
 
-use hookline_tests::{TestEnv, eventually, post, sign, unix_now};
+use hookline_tests::deliveries::SQUARE_KEY;
+use hookline_tests::{SECRET, TestEnv, eventually, issue_body, post, sign, uid, unix_now};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sources_lifecycle() {
@@ -33,12 +35,13 @@ async fn sources_lifecycle() {
     // The generated secret works as the provider would use it.
     let ingress = env.ingress().await;
     let body = br#"{"type":"user.created","data":{"id":"u1"}}"#;
-    let a = post(
-        &ingress.url(&format!("/webhooks/{id}")),
-        &sign::standard("webhook", &secret, "msg_cli_1", unix_now(), body),
-        body,
-    )
-    .await;
+    let a = ingress
+        .webhook(
+            &id,
+            &sign::standard("webhook", &secret, "msg_cli_1", unix_now(), body),
+            body,
+        )
+        .await;
     assert_eq!(a.status, 202, "{a:?}");
 
     let from_env = env
@@ -292,7 +295,7 @@ async fn dlq_purge_needs_yes_and_respects_filters() {
     for (source, body) in [(&a, b"not json a"), (&b, b"not json b")] {
         let json = [("content-type", "application/json")];
         let headers = sign::generic_hmac("k", &[("header", "x-signature")], &json, body);
-        let r = post(&ingress.url(&format!("/webhooks/{source}")), &headers, body).await;
+        let r = ingress.webhook(source, &headers, body).await;
         assert_eq!(r.status, 202);
     }
     eventually("both are dead letters", Duration::from_secs(30), || async {
@@ -346,4 +349,72 @@ async fn dlq_purge_needs_yes_and_respects_filters() {
         .cli(&["dlq", "show", "0192a3b4-0000-7000-8000-000000000000"])
         .await;
     assert!(!out.success && out.stderr.contains("0192a3b4"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_added_disabled_and_removed_with_the_cli_take_effect_without_restart() {
+    let env = TestEnv::new().await;
+    let ingress = env.ingress().await;
+    let url = ingress.url("/webhooks/late-github");
+    let send = || {
+        let url = url.clone();
+        let body = issue_body(1);
+        async move { post(&url, &sign::github(SECRET, "issues", &uid(), &body), &body).await }
+    };
+    let unknown = send().await;
+    assert_eq!(
+        (unknown.status, unknown.error().as_str()),
+        (404, "unknown_source")
+    );
+
+    // Each change, then what the running ingress answers once it has reached it.
+    env.add_source_as("github", "acme", "late-github", SECRET)
+        .await;
+    let steps = [
+        ("the new source is served", None, 202),
+        ("the disabled source answers 404", Some("disable"), 404),
+        ("the enabled source is served again", Some("enable"), 202),
+        ("the removed source answers 404", Some("remove"), 404),
+    ];
+    for (what, verb, status) in steps {
+        if let Some(verb) = verb {
+            env.cli(&["sources", verb, "late-github"]).await.ok();
+        }
+        eventually(what, Duration::from_secs(10), || async {
+            (send().await.status == status).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_add_refuses_what_a_provider_cannot_verify_with_and_never_echoes_it() {
+    let env = TestEnv::new().await;
+    // (provider, the secret given, what the error names)
+    let cases = [
+        // The key must be an Ed25519 public key.
+        ("discord", "not-a-hex-public-key", None),
+        // Square signs the notification URL: a source without it cannot verify.
+        ("square", SQUARE_KEY, Some("public_url")),
+    ];
+    for (provider, secret, names) in cases {
+        let args = [
+            "sources",
+            "add",
+            "--provider",
+            provider,
+            "--tenant",
+            "acme",
+            "--secret-stdin",
+        ];
+        let out = env.cli_with(&args, Some(secret), &[]).await;
+        assert!(!out.success, "{provider}: {out:?}");
+        assert!(
+            !out.stderr.contains(secret),
+            "{provider}: the secret is never echoed: {out:?}"
+        );
+        if let Some(name) = names {
+            assert!(out.stderr.contains(name), "{provider}: {out:?}");
+        }
+    }
 }

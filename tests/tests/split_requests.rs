@@ -1,20 +1,15 @@
-//! Providers whose one request carries several events: each event is deduplicated, published and
-//! routed on its own, and the provider gets its answer only once all of them are safe.
+//! Split requests: providers whose one request carries several events (HubSpot, SendGrid,
+//! Salesforce). Each event is deduplicated, published and routed on its own, the answer lists
+//! them (`{"status", "events": [...]}`, or the provider's own acknowledgement), and the provider
+//! gets it only once all of them are safe.
 
 use std::time::Duration;
 
 use hookline_shared::envelope;
 use hookline_tests::sign;
-use hookline_tests::{TestEnv, eventually, post};
+use hookline_tests::{TestEnv, WORK, eventually, now_ms, post};
 
 const SECRET: &str = "hubspot-client-secret";
-const WORK: &str = "hookline.work";
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// HubSpot v3 for the app's secret and the target URL `uri`.
 fn hubspot(uri: &str, ts: i64, body: &[u8]) -> Vec<(String, String)> {
@@ -125,17 +120,13 @@ async fn hubspot_batches_become_one_event_each_deduplicated_on_their_own() {
 
     // Through the worker: each event is its own row, routed by its own module.
     let _worker = env.worker().await;
-    eventually(
-        "the new event is stored",
-        Duration::from_secs(30),
-        || async { (env.count("select count(*) from events").await == 1).then_some(()) },
-    )
+    eventually("the new event is stored", Duration::from_secs(30), || {
+        env.count_is("select count(*) from events", 1)
+    })
     .await;
     let row = env
-        .db
-        .query_one("select module, event_type, entity_id from events", &[])
-        .await
-        .unwrap();
+        .row("select module, event_type, entity_id from events")
+        .await;
     assert_eq!(
         (
             row.get::<_, String>(0),
@@ -177,8 +168,8 @@ async fn sendgrid_batches_are_verified_with_the_public_key_and_split() {
     assert_eq!(a.status, 401, "another key's signature");
 
     let _worker = env.worker().await;
-    eventually("both events stored", Duration::from_secs(30), || async {
-        (env.count("select count(*) from events").await == 2).then_some(())
+    eventually("both events stored", Duration::from_secs(30), || {
+        env.count_is("select count(*) from events", 2)
     })
     .await;
     let rows = env
@@ -268,11 +259,9 @@ async fn salesforce_outbound_messages_are_acked_only_once_published() {
     assert_eq!(post(&url, &headers, foreign.as_bytes()).await.status, 401);
 
     let _worker = env.worker().await;
-    eventually(
-        "both notifications stored",
-        Duration::from_secs(30),
-        || async { (env.count("select count(*) from events").await == 2).then_some(()) },
-    )
+    eventually("both notifications stored", Duration::from_secs(30), || {
+        env.count_is("select count(*) from events", 2)
+    })
     .await;
     let rows = env
         .db
