@@ -241,6 +241,30 @@ pub fn cpu_us(pid: u32) -> Option<u64> {
     Some((utime + stime) * 1_000_000 / clock_ticks())
 }
 
+/// Context switches of a process summed over its threads, from `/proc/<pid>/task/*/status`:
+/// (voluntary, involuntary). A voluntary switch is a thread going to sleep until something
+/// wakes it (a futex, an eventfd, a socket): per request, the count of thread hand-offs on its
+/// path, which CPU time alone does not show. Threads that ended before the reading are not
+/// counted (the ingress's threads live as long as it does).
+pub fn context_switches(pid: u32) -> Option<(u64, u64)> {
+    let mut total = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(status) = std::fs::read_to_string(task.ok()?.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        total.0 += field("voluntary_ctxt_switches");
+        total.1 += field("nonvoluntary_ctxt_switches");
+    }
+    Some(total)
+}
+
 /// `sysconf(_SC_CLK_TCK)`: 100 on every Linux this runs on (`getconf CLK_TCK` to check); read
 /// from `getconf` once so an unusual kernel does not silently skew the figures.
 fn clock_ticks() -> u64 {
@@ -294,6 +318,17 @@ mod tests {
                 body.len()
             );
         }
+    }
+
+    #[test]
+    fn reads_its_own_context_switches() {
+        let me = std::process::id();
+        let (v0, _) = context_switches(me).expect("own status");
+        // Sleeping is a voluntary switch.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let (v1, _) = context_switches(me).expect("own status");
+        assert!(v1 > v0, "{v0} -> {v1}");
+        assert_eq!(context_switches(u32::MAX), None);
     }
 
     #[test]

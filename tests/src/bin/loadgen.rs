@@ -502,6 +502,13 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
         })
     };
 
+    let switches = |procs: &[(String, u32)]| -> std::collections::HashMap<String, (u64, u64)> {
+        procs
+            .iter()
+            .filter_map(|(name, pid)| Some((name.clone(), bench::context_switches(*pid)?)))
+            .collect()
+    };
+    let switches_before = switches(&args.watch);
     let cpu_before = watch.sample(&mut backends).await;
     let started = Instant::now();
     let deadline = started + args.duration;
@@ -559,6 +566,7 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = watch.sample(&mut backends).await;
+    let switches_after = switches(&args.watch);
     stop_sampling.cancel();
     let _ = sampler.await;
 
@@ -660,6 +668,22 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
     if !cpu_line.is_empty() {
         println!("  CPU per accepted request: {}", cpu_line.join(", "));
     }
+    // Thread hand-offs per accepted request, per watched process.
+    let mut switches_per = serde_json::Map::new();
+    for (name, (v1, n1)) in &switches_after {
+        let Some((v0, n0)) = switches_before.get(name) else {
+            continue;
+        };
+        let (v, n) = (
+            v1.saturating_sub(*v0) as f64 / per,
+            n1.saturating_sub(*n0) as f64 / per,
+        );
+        println!("  {name} context switches per accepted: {v:.2} voluntary, {n:.2} involuntary");
+        switches_per.insert(
+            name.clone(),
+            serde_json::json!({"voluntary_per_accepted": v, "involuntary_per_accepted": n}),
+        );
+    }
     for (name, v) in &rss {
         if let Some(p) = v["peak_rss_mb_in_run"].as_f64() {
             println!(
@@ -678,7 +702,7 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0),
             "errors_5xx": e5, "errors_other": eo, "errors_transport": et,
             "transport_errors": transport_kinds, "other_statuses": other_statuses,
-            "cpu": cpu, "rss": rss,
+            "cpu": cpu, "rss": rss, "context_switches": switches_per,
         })
     );
     Ok(())
