@@ -295,6 +295,36 @@ impl TestEnv {
             .expect("connect to the test vhost")
     }
 
+    /// Declares the durable topic exchange `downstream` (where routes' `amqp` handlers
+    /// republish) and a queue `queue` bound to it with `binding`.
+    pub async fn bind_downstream(&self, queue: &str, binding: &str) {
+        let conn = self.amqp().await;
+        let ch = conn.create_channel().await.expect("channel");
+        ch.exchange_declare(
+            "downstream".into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("exchange");
+        ch.queue_declare(queue.into(), Default::default(), Default::default())
+            .await
+            .expect("queue");
+        ch.queue_bind(
+            queue.into(),
+            "downstream".into(),
+            binding.into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("bind");
+    }
+
     /// Ready messages in `queue`.
     pub async fn queue_len(&self, queue: &str) -> u32 {
         let conn = self.amqp().await;

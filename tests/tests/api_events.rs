@@ -91,32 +91,8 @@ async fn attempts_of_store_http_and_amqp_handlers_through_the_api() {
     gone.set_default(Reply::Status(410));
     let down = Destination::start();
     down.set_default(Reply::Status(503));
-    let conn = env.amqp().await;
-    let ch = conn.create_channel().await.expect("channel");
-    ch.exchange_declare(
-        "downstream".into(),
-        lapin::ExchangeKind::Topic,
-        lapin::options::ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await
-    .expect("exchange");
     // The handler publishes as mandatory: an unroutable event would be retried.
-    ch.queue_declare("all".into(), Default::default(), Default::default())
-        .await
-        .expect("queue");
-    ch.queue_bind(
-        "all".into(),
-        "downstream".into(),
-        "#".into(),
-        Default::default(),
-        Default::default(),
-    )
-    .await
-    .expect("bind");
+    env.bind_downstream("all", "#").await;
     let http = |name: &str, url: &str, retry: &str| {
         format!(
             "[handlers.{name}]\ntype = \"http\"\nurl = \"{url}?token=hush\"\n\

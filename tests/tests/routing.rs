@@ -12,36 +12,6 @@ use hookline_tests::{
     post_issue, uid, unix_now,
 };
 
-/// Declares the topic exchange `downstream` and a queue `queue` bound to it with `binding`.
-async fn downstream(env: &TestEnv, queue: &str, binding: &str) {
-    let conn = env.amqp().await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        "downstream".into(),
-        lapin::ExchangeKind::Topic,
-        lapin::options::ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare(queue.into(), Default::default(), Default::default())
-        .await
-        .unwrap();
-    let (options, args) = (Default::default(), Default::default());
-    ch.queue_bind(
-        queue.into(),
-        "downstream".into(),
-        binding.into(),
-        options,
-        args,
-    )
-    .await
-    .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_webhooks_become_rows_in_events() {
     let env = TestEnv::new().await;
@@ -134,7 +104,7 @@ async fn signed_webhooks_become_rows_in_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_handler_republishes_and_unrouted_events_are_counted() {
     let env = TestEnv::new().await;
-    downstream(&env, "crm", "github.#").await;
+    env.bind_downstream("crm", "github.#").await;
     let routes = env.write_file(
         "routes.toml",
         r#"
@@ -196,7 +166,7 @@ routing_key = "{provider}.{module}.{event_type}"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_300_byte_event_type_is_republished_with_a_shortened_key_beside_its_batch_mates() {
     let env = TestEnv::new().await;
-    downstream(&env, "all", "#").await;
+    env.bind_downstream("all", "#").await;
     let routes = env.write_file(
         "routes.toml",
         r#"

@@ -52,11 +52,24 @@ pub(crate) async fn audited<T>(
 
 /// `limit` within 1..=500, default 50.
 pub(crate) fn limit(v: Option<i64>) -> ApiResult<i64> {
+    bounded("limit", v, 50, 1..=500)
+}
+
+/// A numeric query argument within `range`, `default` when absent; outside it, a 400 naming
+/// the argument and its range.
+pub(crate) fn bounded(
+    name: &str,
+    v: Option<i64>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> ApiResult<i64> {
     match v {
-        None => Ok(50),
-        Some(n) if (1..=500).contains(&n) => Ok(n),
-        Some(_) => Err(super::error::ApiError::invalid(
-            "`limit` must be between 1 and 500",
-        )),
+        None => Ok(default),
+        Some(n) if range.contains(&n) => Ok(n),
+        Some(_) => Err(super::error::ApiError::invalid(format!(
+            "`{name}` must be between {} and {}",
+            range.start(),
+            range.end()
+        ))),
     }
 }

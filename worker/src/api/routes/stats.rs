@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::api::error::{ApiError, ApiResult, ErrorBody};
+use crate::api::error::{ApiResult, ErrorBody};
 use crate::api::store::stats::{self as store, AttemptStats, CountRow, OutcomeCount};
 use crate::api::{ApiState, Principal, Scope};
 
@@ -140,8 +140,9 @@ pub struct SourceStatsList {
     pub items: Vec<SourceStats>,
 }
 
-fn window_start(q: &StatsQuery) -> (Window, DateTime<Utc>) {
-    let w = q.window.unwrap_or(Window::OneHour);
+/// The window asked for (1 h when none) and when it starts.
+fn window_start(w: Option<Window>) -> (Window, DateTime<Utc>) {
+    let w = w.unwrap_or(Window::OneHour);
     (w, Utc::now() - w.duration())
 }
 
@@ -166,7 +167,7 @@ async fn sources(
     q: web::Query<StatsQuery>,
 ) -> ApiResult<web::Json<SourceStatsList>> {
     p.require(Scope::Read)?;
-    let (window, since) = window_start(&q);
+    let (window, since) = window_start(q.window);
     let tenant = p.tenant.clone().or(q.tenant.clone());
     let list = state.sources.list(tenant.as_deref()).await?;
     let ids: Vec<String> = list.iter().map(|s| s.id.as_str().to_owned()).collect();
@@ -285,8 +286,7 @@ async fn ingress(
     q: web::Query<IngressQuery>,
 ) -> ApiResult<web::Json<IngressSeries>> {
     p.require(Scope::Read)?;
-    let window = q.window.unwrap_or(Window::OneHour);
-    let since = Utc::now() - window.duration();
+    let (window, since) = window_start(q.window);
     let bucket_seconds = match window {
         Window::OneDay => 900,
         _ => 60,
@@ -615,17 +615,8 @@ async fn destinations(
     q: web::Query<DestinationStatsQuery>,
 ) -> ApiResult<web::Json<DestinationStatsList>> {
     p.require(Scope::Read)?;
-    let recent = match q.recent {
-        None => 0,
-        Some(n) if (0..=MAX_RECENT).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::invalid(format!(
-                "`recent` must be between 0 and {MAX_RECENT}"
-            )));
-        }
-    };
-    let window = q.window.unwrap_or(Window::OneHour);
-    let since = Utc::now() - window.duration();
+    let recent = super::bounded("recent", q.recent, 0, 0..=MAX_RECENT)?;
+    let (window, since) = window_start(q.window);
     let tenants = p.tenant.clone().or(q.tenant.clone()).map(|t| vec![t]);
     let rows = store::by_destination(&state.pool, tenants.as_deref(), since).await?;
     let groups: Vec<(String, Option<String>)> = rows
